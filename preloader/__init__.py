@@ -1,0 +1,41 @@
+"""preloader: get Hugging Face models and datasets into a shared cache before the service starts.
+
+The Python API for worker init code::
+
+    import preloader
+    results = preloader.preload(models=["org/model:main"], cache_dir="/runpod-volume/hub")
+    results[0].path   # the snapshot directory, ready for from_pretrained(..., local_files_only=True)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import preload, wait
+from .config import Settings
+from .engine import PreloadResult
+from .errors import (
+    AuthError,
+    ConfigError,
+    DiskError,
+    NotFoundError,
+    PreloaderError,
+    TransientError,
+    UnavailableError,
+)
+from .spec import RepoSpec
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "DiskError",
+    "NotFoundError",
+    "PreloadResult",
+    "PreloaderError",
+    "RepoSpec",
+    "Settings",
+    "TransientError",
+    "UnavailableError",
+    "preload",
+    "wait",
+]

@@ -1,0 +1,69 @@
+"""Atomic publication: readers see the old file or link, or the new one, never half of either.
+
+Everything goes to a unique temporary name in the same directory and is
+renamed into place, as huggingface_hub does for blobs. `os.replace` on a
+symlink replaces the link itself, so a link planted at the destination is
+never followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+TEMP_MARK = ".preloader-tmp-"
+
+
+def temp_name(path: Path) -> Path:
+    """A unique sibling of `path`, recognisable as ours for clean-up."""
+    return path.with_name(f"{TEMP_MARK}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def make_dirs(path: Path, mode: int = 0o775) -> None:
+    """Create `path` and its parents; our own directories stay group-writable for other containers."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+
+
+def write_text(path: Path, text: str, mode: int = 0o664) -> None:
+    """Write `text` to `path` atomically, fsynced so a crash leaves old or new content."""
+    make_dirs(path.parent)
+    temp = temp_name(path)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: object) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def symlink(target: str, link: Path) -> bool:
+    """Point `link` at `target` (relative, so the volume can move); return True if it changed."""
+    try:
+        if os.readlink(link) == target:
+            return False
+    except OSError:
+        pass
+    make_dirs(link.parent)
+    temp = temp_name(link)
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, link)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def relative_target(target: Path, link: Path) -> str:
+    """`target` as seen from the directory holding `link`."""
+    return os.path.relpath(target, link.parent)

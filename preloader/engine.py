@@ -1,0 +1,285 @@
+"""The preload itself: for each requested repo, resolve, lock, fetch what is missing, record, link.
+
+A snapshot is only ever *published* (completion record, refs, `latest`,
+alias) after every wanted file is on disk at its expected size, and each of
+those is an atomic rename, so a reader sees either the old state or the new.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import atomic, locks, records
+from .config import Settings
+from .errors import DiskError, NotFoundError, TransientError
+from .layout import LATEST, Layout
+from .logs import Clock, event
+from .records import Record
+from .spec import RepoSpec, is_commit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreloadResult:
+    """What one requested repo ended up as."""
+
+    repo_type: str
+    repo_id: str
+    revision: str
+    commit: str
+    path: Path
+    alias: Path | None
+    files: int
+    bytes_fetched: int
+    bytes_reused: int
+    seconds: float
+    source: str  # "hub" (fetched or checked online), "cache" (no network), "cache-fallback" (hub failed)
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["path"] = str(self.path)
+        data["alias"] = str(self.alias) if self.alias else None
+        return data
+
+
+class Deadline:
+    """Seconds left until an optional overall deadline."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.end = None if not seconds else clock() + seconds
+
+    def left(self) -> float | None:
+        return None if self.end is None else self.end - self.clock()
+
+
+def layout_for(settings: Settings) -> Layout:
+    return Layout(settings.cache_dir, settings.state_dir, settings.link_root)
+
+
+def local_commit(layout: Layout, spec: RepoSpec) -> str | None:
+    """The commit this request means without asking the hub: a pinned commit, or what refs/ says."""
+    if spec.is_commit:
+        return spec.revision
+    try:
+        commit = layout.ref_file(spec).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if is_commit(commit) else None
+
+
+def missing_detail(layout: Layout, spec: RepoSpec, commit: str | None, include=(), exclude=()) -> str:
+    """Why a cached snapshot is not usable, for error messages."""
+    if commit is None:
+        return "never downloaded here (no ref for this revision)"
+    record = records.read(layout, spec, commit)
+    if record is None:
+        return f"commit {commit[:12]} has no completion record (partial download)"
+    wanted = records.select(record.listing, include, exclude)
+    gone = [p for p in wanted if record.complete.get(p) != wanted[p]]
+    gone += records.missing_on_disk(layout.snapshot_dir(spec, commit), wanted)
+    gone = sorted(set(gone))
+    shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+    return f"commit {commit[:12]} is missing {len(gone)} file(s): {shown}"
+
+
+class Preloader:
+    """Runs a plan against one cache. Never prints or exits: it logs and raises PreloaderError."""
+
+    def __init__(self, settings: Settings, *, progress: bool = False, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.layout = layout_for(settings)
+        self.deadline = Deadline(settings.timeout)
+        self.progress = progress
+        self.sleep = sleep
+        self._hub = None
+
+    @property
+    def hub(self):
+        if self._hub is None:
+            from .hub import Hub  # deferred: a cached start never imports huggingface_hub
+
+            s = self.settings
+            self._hub = Hub(s.endpoint, s.token, workers=s.workers, progress=self.progress)
+        return self._hub
+
+    def run(self) -> list[PreloadResult]:
+        clock = Clock()
+        results = []
+        linked_latest: set[tuple[str, str]] = set()
+        for spec in self.settings.repos:
+            result = self.preload_one(spec)
+            key = (spec.repo_type, spec.repo_id)
+            if key not in linked_latest:  # `latest` follows the repo's first entry in the plan
+                linked_latest.add(key)
+                self.link_latest(spec, result.commit)
+            results.append(result)
+        event(
+            logger, "done", repos=len(results),
+            bytes_fetched=sum(r.bytes_fetched for r in results),
+            bytes_reused=sum(r.bytes_reused for r in results), secs=clock.seconds(),
+        )
+        return results
+
+    def complete(self, spec: RepoSpec, commit: str | None) -> bool:
+        s = self.settings
+        return commit is not None and records.is_complete(self.layout, spec, commit, s.include, s.exclude)
+
+    def preload_one(self, spec: RepoSpec) -> PreloadResult:
+        clock = Clock()
+        s = self.settings
+        cached = local_commit(self.layout, spec)
+        cached_ok = self.complete(spec, cached)
+        if cached_ok and (spec.is_commit or s.offline):
+            return self.publish(spec, cached, clock, fetched=0, source="cache")
+        if s.offline:
+            raise TransientError(
+                f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache and "
+                f"offline mode is on ({s.offline_source}): "
+                + missing_detail(self.layout, spec, cached, s.include, s.exclude)
+            )
+        from .hub import HubUnreachable
+        from .retry import retrying
+
+        # With a complete snapshot at hand, one failed lookup is enough to start from it:
+        # a cold start should not spend minutes retrying a hub it does not need.
+        attempts = 1 if cached_ok else s.retries
+        try:
+            commit, listing = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
+                                       sleep=self.sleep)(self.hub.resolve, spec)
+        except HubUnreachable as error:
+            if not cached_ok:
+                raise TransientError(
+                    f"{error}; no complete snapshot to fall back on: "
+                    + missing_detail(self.layout, spec, cached, s.include, s.exclude)
+                ) from None
+            event(logger, "hub.unreachable", logging.WARNING, repo=spec.repo_id, rev=spec.revision,
+                  using=cached, error=error)
+            return self.publish(spec, cached, clock, fetched=0, source="cache-fallback")
+        event(logger, "resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit)
+        wanted = records.select(listing, s.include, s.exclude)
+        if not wanted:
+            raise NotFoundError(
+                f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
+                f"include={list(s.include)} exclude={list(s.exclude)}; check PRELOADER_INCLUDE/EXCLUDE"
+            )
+        if self.complete(spec, commit):
+            return self.publish(spec, commit, clock, fetched=0, source="hub")
+        with locks.hold(self.layout.lock_file(spec), timeout=s.lock_timeout, what=str(spec),
+                        deadline=self.deadline.left):
+            # Another process may have finished it while we waited for the lock.
+            fetched = 0 if self.complete(spec, commit) else self.fetch(spec, commit, listing, wanted)
+            return self.publish(spec, commit, clock, fetched=fetched, source="hub")
+
+    def fetch(self, spec: RepoSpec, commit: str, listing: dict[str, int], wanted: dict[str, int]) -> int:
+        """Download the wanted files not yet on disk and record the snapshot complete; return bytes fetched."""
+        from .retry import retrying
+
+        snapshot = self.layout.snapshot_dir(spec, commit)
+        todo = records.missing_on_disk(snapshot, wanted)
+        total = sum(wanted[p] for p in todo)
+        event(logger, "fetch.start", repo=spec.repo_id, rev=spec.revision, commit=commit,
+              files=len(todo), bytes=total)
+        clock = Clock()
+
+        def attempt() -> None:
+            self.hub.fetch(spec, commit, records.missing_on_disk(snapshot, wanted), self.settings.cache_dir)
+
+        try:
+            retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left,
+                     sleep=self.sleep)(attempt)
+        except BaseException:
+            remove_partials(self.layout.blobs_dir(spec))
+            raise
+        still = records.missing_on_disk(snapshot, wanted)
+        if still:
+            raise DiskError(f"{spec}: files missing or of the wrong size after download: {', '.join(still[:5])}")
+        record = records.read(self.layout, spec, commit) or Record(commit, listing)
+        record.listing = listing
+        record.complete.update(wanted)
+        records.write(self.layout, spec, record)
+        secs = clock.seconds()
+        event(logger, "fetch.done", repo=spec.repo_id, rev=spec.revision, commit=commit, files=len(todo),
+              bytes=total, secs=secs, rate=f"{total / secs / 1e6:.1f}MB/s" if secs else "-")
+        return total
+
+    def publish(self, spec: RepoSpec, commit: str, clock: Clock, *, fetched: int, source: str) -> PreloadResult:
+        """Point refs and the alias at a complete snapshot; report the result."""
+        s = self.settings
+        snapshot = self.layout.snapshot_dir(spec, commit)
+        if not spec.is_commit:
+            ref = self.layout.ref_file(spec)
+            if local_commit(self.layout, spec) != commit:
+                atomic.write_text(ref, commit)
+        alias = self.layout.alias_link(spec)
+        if alias is not None:
+            atomic.symlink(atomic.relative_target(snapshot, alias), alias)
+        record = records.read(self.layout, spec, commit)
+        wanted = records.select(record.listing, s.include, s.exclude) if record else {}
+        size = sum(wanted.values())
+        result = PreloadResult(
+            spec.repo_type, spec.repo_id, spec.revision, commit, snapshot, alias, len(wanted),
+            fetched, size - fetched, clock.seconds(), source,
+        )
+        event(logger, "ready", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit,
+              files=result.files, fetched=fetched, reused=result.bytes_reused, source=source,
+              secs=result.seconds)
+        return result
+
+    def link_latest(self, spec: RepoSpec, commit: str) -> None:
+        atomic.symlink(commit, self.layout.latest_link(spec))
+
+
+def remove_partials(blobs: Path) -> None:
+    """Remove half-written blobs (huggingface_hub's `.incomplete`) and our temp files; we hold the repo lock."""
+    try:
+        names = os.listdir(blobs)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(".incomplete") or name.startswith(atomic.TEMP_MARK):
+            (blobs / name).unlink(missing_ok=True)
+
+
+def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
+               sleep: Callable[[float], None] = time.sleep) -> list[PreloadResult]:
+    """Block until every requested snapshot is complete in the cache (no network); TransientError at timeout."""
+    layout = layout_for(settings)
+    clock = Clock()
+    deadline = Deadline(timeout)
+    logged = 0.0
+    while True:
+        pending = [s for s in settings.repos
+                   if not records.is_complete(layout, s, local_commit(layout, s) or "", settings.include,
+                                              settings.exclude)]
+        if not pending:
+            break
+        left = deadline.left()
+        if left is not None and left <= 0:
+            raise TransientError(
+                f"timed out after {clock.seconds():.0f} s waiting for "
+                + "; ".join(f"{s}: {missing_detail(layout, s, local_commit(layout, s))}" for s in pending)
+            )
+        if clock.seconds() - logged >= locks.WAIT_LOG_INTERVAL:
+            logged = clock.seconds()
+            event(logger, "wait", pending=",".join(str(s) for s in pending), elapsed=f"{logged:.0f}s")
+        sleep(poll if left is None else max(0.0, min(poll, left)))
+    results = []
+    for spec in settings.repos:
+        commit = local_commit(layout, spec)
+        record = records.read(layout, spec, commit)
+        wanted = records.select(record.listing, settings.include, settings.exclude)
+        alias = layout.alias_link(spec)
+        results.append(PreloadResult(
+            spec.repo_type, spec.repo_id, spec.revision, commit, layout.snapshot_dir(spec, commit),
+            alias if alias is not None and alias.exists() else None, len(wanted), 0,
+            sum(wanted.values()), clock.seconds(), "cache",
+        ))
+    event(logger, "done", repos=len(results), waited=clock.seconds())
+    return results

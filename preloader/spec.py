@@ -1,0 +1,133 @@
+"""Parsing `user/name[:revision]` lists, as RunPod's env vars carry them.
+
+Pure functions: no I/O. Every bad entry is reported, not just the first, so a
+user fixes a long list in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+REPO_TYPES = ("model", "dataset")
+DEFAULT_REVISION = "main"
+
+# The hub's own limit on a repo name (huggingface_hub.utils.validate_repo_id).
+MAX_NAME_LENGTH = 96
+# git refuses longer ref names on most filesystems; the hub follows git.
+MAX_REVISION_LENGTH = 255
+
+_PART = re.compile(r"[A-Za-z0-9._-]+")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# What `git check-ref-format` refuses inside a ref name.
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """One requested repo: type, `user/name` and revision (branch, tag or commit)."""
+
+    repo_type: str
+    repo_id: str
+    revision: str = DEFAULT_REVISION
+
+    @property
+    def is_commit(self) -> bool:
+        return is_commit(self.revision)
+
+    def __str__(self) -> str:
+        return f"{self.repo_type}:{self.repo_id}@{self.revision}"
+
+
+def is_commit(revision: str) -> bool:
+    """True for a full 40-hex commit id, which never moves and needs no lookup."""
+    return _COMMIT.fullmatch(revision) is not None
+
+
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not a valid `user/name`, or None when it is."""
+    if "/" not in repo_id:
+        return 'no "/" between user and name'
+    if repo_id.count("/") > 1:
+        return 'more than one "/"'
+    for what, part in zip(("user", "name"), repo_id.split("/")):
+        if not part:
+            return f"empty {what}"
+        if not _PART.fullmatch(part):
+            return f"{what} has characters other than letters, digits, '-', '_' and '.'"
+        if ".." in part or "--" in part:
+            return f"{what} contains '..' or '--'"
+        if part[0] in "-." or part[-1] in "-.":
+            return f"{what} starts or ends with '-' or '.'"
+        if len(part) > MAX_NAME_LENGTH:
+            return f"{what} is longer than {MAX_NAME_LENGTH} characters"
+    return None
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why `revision` is not a valid branch, tag or commit name, or None when it is."""
+    if not revision:
+        return "empty revision"
+    if len(revision) > MAX_REVISION_LENGTH:
+        return f"revision is longer than {MAX_REVISION_LENGTH} characters"
+    if _BAD_REF_CHARS.search(revision):
+        return "revision has a space, control character or one of ~^:?*[\\"
+    if ".." in revision or "//" in revision or "@{" in revision or revision == "@":
+        return "revision contains '..', '//' or '@{'"
+    if revision[0] in "-/" or revision[-1] in "/.":
+        return "revision starts with '-' or '/', or ends with '/' or '.'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in revision.split("/")):
+        return "a part of the revision starts with '.' or ends with '.lock'"
+    return None
+
+
+def parse_item(item: str, repo_type: str) -> tuple[RepoSpec | None, str | None]:
+    """Parse one `user/name[:revision]`; return the spec or the reason it is bad."""
+    item = item.strip()
+    if not item:
+        return None, "empty item"
+    repo_id, sep, revision = item.partition(":")
+    if not sep:
+        revision = DEFAULT_REVISION
+    problem = repo_id_problem(repo_id) or revision_problem(revision)
+    if problem:
+        return None, problem
+    return RepoSpec(repo_type, repo_id, revision), None
+
+
+def parse_items(items: list[str], repo_type: str, source: str) -> tuple[list[RepoSpec], list[str]]:
+    """Parse items one by one; return the good specs and one message per bad item.
+
+    `source` names where the items came from (an env var or a flag) for the messages.
+    """
+    specs: list[RepoSpec] = []
+    problems: list[str] = []
+    for position, item in enumerate(items, start=1):
+        spec, problem = parse_item(item, repo_type)
+        if problem:
+            problems.append(f"{source} item {position} {item.strip()!r}: {problem}")
+        else:
+            specs.append(spec)
+    return specs, problems
+
+
+def parse_list(text: str, repo_type: str, source: str) -> tuple[list[RepoSpec], list[str]]:
+    """Parse a comma-separated list, as in RUNPOD_HUGGINGFACE_MODEL; blank text is no repos."""
+    if not text.strip():
+        return [], []
+    return parse_items(text.split(","), repo_type, source)
+
+
+def dedupe(specs: list[RepoSpec]) -> tuple[RepoSpec, ...]:
+    """Drop repeated specs, keeping the first of each in order."""
+    return tuple(dict.fromkeys(specs))
+
+
+def parse_specs(items: list[str], repo_type: str, source: str = "argument") -> tuple[RepoSpec, ...]:
+    """Parse specs given one per argument (CLI commands); raise ConfigError listing every bad one."""
+    specs, problems = parse_items(items, repo_type, source)
+    if problems:
+        raise ConfigError("invalid repo spec: " + "; ".join(problems) + "; expected user/name[:revision]")
+    return dedupe(specs)
