@@ -7,8 +7,8 @@ and `preload_settings()` to get the CLI's env-driven behaviour.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .config import DEFAULT_ENDPOINT, Settings, default_state_dir
 from .engine import Preloader, PreloadResult, wait_ready
@@ -82,6 +82,8 @@ def preload_settings(settings: Settings, *, sleep: Callable[[float], None] = tim
     return Preloader(settings, sleep=sleep).run()
 
 
-def wait(models: Specs = None, datasets: Specs = None, *, timeout: float | None = None, **options) -> list[PreloadResult]:
+def wait(
+    models: Specs = None, datasets: Specs = None, *, timeout: float | None = None, **options
+) -> list[PreloadResult]:
     """Block until another process has preloaded these repos into the cache; TransientError at `timeout`."""
     return wait_ready(settings_for(models, datasets, **options), timeout=timeout)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from .errors import ConfigError
 from .spec import RepoSpec, dedupe, parse_list
@@ -136,7 +136,7 @@ class Settings:
         return self.models + self.datasets
 
     @classmethod
-    def load(cls, environ: Mapping[str, str], flags: Mapping[str, object] | None = None) -> "Settings":
+    def load(cls, environ: Mapping[str, str], flags: Mapping[str, object] | None = None) -> Settings:
         """Read settings from env vars and flags (flags win); raise ConfigError listing every problem."""
         return _Loader(environ, flags or {}).settings()
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import atomic, locks, records
 from .config import Settings
 from .errors import DiskError, NotFoundError, TransientError
-from .layout import LATEST, Layout
+from .layout import Layout
 from .logs import Clock, event
 from .records import Record
 from .spec import RepoSpec, is_commit

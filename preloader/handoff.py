@@ -10,8 +10,8 @@ import json
 import os
 import signal
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from . import atomic, logs
 from .config import Settings
@@ -90,8 +90,9 @@ def exec_service(argv: Sequence[str], env: Mapping[str, str]) -> None:
     try:
         os.execvpe(argv[0], list(argv), dict(env))
     except FileNotFoundError:
-        raise ServiceError(f"service command not found: {argv[0]!r}; check the command after --", exit_code=127)
+        message = f"service command not found: {argv[0]!r}; check the command after --"
+        raise ServiceError(message, exit_code=127) from None
     except PermissionError:
-        raise ServiceError(f"service command is not executable: {argv[0]!r}", exit_code=126)
+        raise ServiceError(f"service command is not executable: {argv[0]!r}", exit_code=126) from None
     except OSError as error:
-        raise ServiceError(f"cannot execute the service {argv[0]!r}: {error.strerror}", exit_code=126)
+        raise ServiceError(f"cannot execute the service {argv[0]!r}: {error.strerror}", exit_code=126) from None

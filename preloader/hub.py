@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import httpx2
 from huggingface_hub import HfApi, constants, hf_hub_download

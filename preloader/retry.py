@@ -10,7 +10,7 @@ import email.utils
 import logging
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any
 

@@ -52,7 +52,7 @@ def repo_id_problem(repo_id: str) -> str | None:
         return 'no "/" between user and name'
     if repo_id.count("/") > 1:
         return 'more than one "/"'
-    for what, part in zip(("user", "name"), repo_id.split("/")):
+    for what, part in zip(("user", "name"), repo_id.split("/"), strict=True):
         if not part:
             return f"empty {what}"
         if not _PART.fullmatch(part):

@@ -1,0 +1,34 @@
+"""Local stand-in for the Hugging Face Hub: git mirrors, olah, a counting proxy.
+
+Test/benchmark helper only (not part of the preloader product)::
+
+    mirrors = build_mirrors(tmp)
+    with start_olah(mirrors.mirrors_dir, tmp / "olah") as olah, HubProxy(olah.url) as hub:
+        snapshot_download("org/tiny-model", endpoint=hub.url, token=False, ...)
+        assert hub.file_gets()[("org/tiny-model", "config.json")] == 1
+"""
+
+from localhub.faults import Action, Stall, Status
+from localhub.mirrors import Mirrors, bert_files, build_mirrors
+from localhub.olah import Olah, OlahServer, find_olah_cli, free_port, start_olah
+from localhub.proxy import HubProxy, Rule
+from localhub.records import Record, RequestLog, parse_resolve
+
+__all__ = [
+    "Action",
+    "Stall",
+    "Status",
+    "Mirrors",
+    "bert_files",
+    "build_mirrors",
+    "Olah",
+    "OlahServer",
+    "find_olah_cli",
+    "free_port",
+    "start_olah",
+    "HubProxy",
+    "Record",
+    "RequestLog",
+    "Rule",
+    "parse_resolve",
+]

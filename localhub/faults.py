@@ -1,0 +1,99 @@
+"""Fault actions for :class:`localhub.proxy.HubProxy` rules.
+
+A rule is ``(match, action)``. For each request the proxy takes the first rule
+whose ``match(method, path)`` is true and whose action is still armed (see
+``times``), then calls, in order:
+
+1. ``action.respond(ex)`` -- return True if the action answered (or dropped)
+   the request itself; upstream is then never contacted.
+2. ``action.request_headers(ex, headers)`` -- edit the headers sent upstream
+   (e.g. drop ``Range``).
+3. ``action.response_head(ex, status, headers)`` -- edit status/headers
+   returned to the client (``headers`` is a list of ``(name, value)``).
+4. ``action.body(ex, chunks)`` -- wrap the iterator of body chunks (cut,
+   drip, corrupt...). If fewer bytes than the announced Content-Length reach
+   the client, the proxy closes the connection, as a real truncation would.
+
+``ex`` is the proxy's request handler: ``ex.method``, ``ex.path_only``,
+``ex.query``, ``ex.headers``, ``ex.rec`` (its :class:`~localhub.proxy.Record`),
+``ex.reply(status, headers, body)``, ``ex.wait(seconds)`` (returns early when
+the proxy stops) and ``ex.close_connection``. New faults subclass
+:class:`Action` and override only the hooks they need.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+
+class Action:
+    """Base action: fires ``times`` times (``None``: forever), then passes through."""
+
+    def __init__(self, times: int | None = None):
+        self.times = times
+        self.fired = 0
+        self._lock = threading.Lock()
+
+    def arm(self) -> bool:
+        """Consume one firing; False once exhausted (the rule then passes through)."""
+        with self._lock:
+            if self.times is not None and self.fired >= self.times:
+                return False
+            self.fired += 1
+            return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+    def respond(self, ex) -> bool:
+        return False
+
+    def request_headers(self, ex, headers: dict[str, str]) -> dict[str, str]:
+        return headers
+
+    def response_head(self, ex, status: int, headers: list[tuple[str, str]]):
+        return status, headers
+
+    def body(self, ex, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        return chunks
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(times={self.times}, fired={self.fired})"
+
+
+class Status(Action):
+    """Answer ``code`` (with extra ``headers``, e.g. Retry-After) ``times`` times."""
+
+    def __init__(
+        self, code: int, times: int | None = 1, headers: dict[str, str] | None = None, body: bytes | None = None
+    ):
+        super().__init__(times)
+        self.code = code
+        self.headers = dict(headers or {})
+        self.body_bytes = body if body is not None else f'{{"error": "injected {code}"}}'.encode()
+
+    def respond(self, ex) -> bool:
+        headers = {"Content-Type": "application/json", **self.headers}
+        ex.reply(self.code, headers, self.body_bytes)
+        return True
+
+    def __repr__(self) -> str:
+        return f"Status({self.code}, times={self.times}, fired={self.fired})"
+
+
+class Stall(Action):
+    """Accept the request, send nothing for ``seconds``, then close the connection."""
+
+    def __init__(self, seconds: float, times: int | None = 1):
+        super().__init__(times)
+        self.seconds = seconds
+
+    def respond(self, ex) -> bool:
+        ex.wait(self.seconds)
+        ex.close_connection = True
+        return True
+
+    def __repr__(self) -> str:
+        return f"Stall({self.seconds}, times={self.times}, fired={self.fired})"

@@ -1,0 +1,70 @@
+"""Shared fixtures: a clean environment per test, and one real olah hub per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIXES = ("PRELOADER_", "RUNPOD_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No setting leaks in from the machine; the cache lives in tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def mirrors(tmp_path_factory):
+    from localhub import build_mirrors
+
+    return build_mirrors(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture(scope="session")
+def olah(mirrors, tmp_path_factory):
+    from localhub import start_olah
+
+    server = start_olah(mirrors.mirrors_dir, tmp_path_factory.mktemp("olah"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub(olah):
+    """A counting proxy in front of olah, fresh per test so its counts are the test's own."""
+    from localhub import HubProxy
+
+    proxy = HubProxy(olah.url)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "volume" / "hub"
+
+
+def preloader_env(hub, cache, **extra) -> dict[str, str]:
+    """The environment for a preloader subprocess: this test's env plus hub and cache."""
+    env = {k: v for k, v in os.environ.items()}
+    env.update({"HF_ENDPOINT": hub.url, "PRELOADER_CACHE_DIR": str(cache), "PRELOADER_RETRIES": "2"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_preloader(args, env, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m preloader ARGS` in a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "preloader", *args], env=env, capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT, **kwargs,
+    )

@@ -1,0 +1,68 @@
+"""The CLI surface: help for every command, the README settings table in step with the code."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+
+from preloader.cli import cli
+from preloader.config import OPTIONS
+
+
+def readme_settings_rows() -> dict[str, str]:
+    """{env var: flag} from the README's settings table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = re.match(r"`(--[a-z-]+)`", cells[1]).group(1)
+    return rows
+
+
+def test_readme_table_matches_settings():
+    expected = {}
+    for option in OPTIONS:
+        expected[option.env] = option.flag
+        for fallback in option.fallbacks:
+            expected[fallback] = option.flag
+    assert readme_settings_rows() == expected
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    first_line = cli.commands[command].help.split("\n")[0]
+    assert " ".join(first_line.split()) in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "wait"])
+def test_every_setting_has_a_flag_in_help(command):
+    result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+    for option in OPTIONS:
+        assert option.flag in result.output
+        assert option.env in result.output
+
+
+def test_usage_error_is_exit_2():
+    result = CliRunner().invoke(cli, ["run", "--no-such-flag"])
+    assert result.exit_code == 2
+
+
+def test_config_error_is_one_line_exit_78():
+    result = CliRunner().invoke(cli, ["plan"], env={"RUNPOD_HUGGINGFACE_MODEL": "nope", "PRELOADER_DEBUG": ""})
+    assert result.exit_code == 78
+    assert result.output.strip().splitlines() == [
+        "preloader: error: invalid settings: RUNPOD_HUGGINGFACE_MODEL item 1 'nope': no \"/\" between user and name"
+    ]
+
+
+def test_debug_shows_traceback():
+    result = CliRunner().invoke(cli, ["plan"], env={"RUNPOD_HUGGINGFACE_MODEL": "nope", "PRELOADER_DEBUG": "1"})
+    assert result.exit_code == 78
+    assert "Traceback" in result.output

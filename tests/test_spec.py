@@ -1,0 +1,82 @@
+import pytest
+
+from preloader.errors import ConfigError
+from preloader.spec import RepoSpec, dedupe, parse_list, parse_specs
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("org/model", [RepoSpec("model", "org/model", "main")]),
+        (" org/model , org/other:dev ", [RepoSpec("model", "org/model"), RepoSpec("model", "org/other", "dev")]),
+        ("org/m:v1.0", [RepoSpec("model", "org/m", "v1.0")]),
+        (f"org/m:{COMMIT}", [RepoSpec("model", "org/m", COMMIT)]),
+        ("org/m:refs/pr/1", [RepoSpec("model", "org/m", "refs/pr/1")]),
+        ("Org_1/m.v2-x", [RepoSpec("model", "Org_1/m.v2-x")]),
+        ("", []),
+        ("   ", []),
+    ],
+)
+def test_parse_list_accepts(text, expected):
+    specs, problems = parse_list(text, "model", "RUNPOD_HUGGINGFACE_MODEL")
+    assert problems == []
+    assert specs == expected
+
+
+@pytest.mark.parametrize(
+    "item, problem",
+    [
+        ("org", 'no "/" between user and name'),
+        ("a/b/c", 'more than one "/"'),
+        ("/name", "empty user"),
+        ("org/", "empty name"),
+        ("org/na me", "name has characters other than letters, digits, '-', '_' and '.'"),
+        ("org/na$me", "name has characters other than letters, digits, '-', '_' and '.'"),
+        ("org/a..b", "name contains '..' or '--'"),
+        ("org/a--b", "name contains '..' or '--'"),
+        ("../etc", "user contains '..' or '--'"),
+        ("org/-model", "name starts or ends with '-' or '.'"),
+        ("org/model.", "name starts or ends with '-' or '.'"),
+        (".org/model", "user starts or ends with '-' or '.'"),
+        ("org/" + "m" * 97, "name is longer than 96 characters"),
+        ("org/m:", "empty revision"),
+        ("org/m:a..b", "revision contains '..', '//' or '@{'"),
+        ("org/m:a b", "revision has a space, control character or one of ~^:?*[\\"),
+        ("org/m:x:y", "revision has a space, control character or one of ~^:?*[\\"),
+        ("org/m:-dev", "revision starts with '-' or '/', or ends with '/' or '.'"),
+        ("org/m:dev/", "revision starts with '-' or '/', or ends with '/' or '.'"),
+        ("org/m:dev.lock", "a part of the revision starts with '.' or ends with '.lock'"),
+        ("org/m:" + "r" * 256, "revision is longer than 255 characters"),
+    ],
+)
+def test_parse_list_rejects_with_exact_message(item, problem):
+    specs, problems = parse_list(f"org/good,{item}", "model", "RUNPOD_HUGGINGFACE_MODEL")
+    assert specs == [RepoSpec("model", "org/good")]
+    assert problems == [f"RUNPOD_HUGGINGFACE_MODEL item 2 {item!r}: {problem}"]
+
+
+def test_every_bad_entry_is_reported_with_its_position():
+    specs, problems = parse_list("org/a,,bad,org/b:..", "dataset", "RUNPOD_HUGGINGFACE_DATASET")
+    assert specs == [RepoSpec("dataset", "org/a")]
+    assert problems == [
+        "RUNPOD_HUGGINGFACE_DATASET item 2 '': empty item",
+        "RUNPOD_HUGGINGFACE_DATASET item 3 'bad': no \"/\" between user and name",
+        "RUNPOD_HUGGINGFACE_DATASET item 4 'org/b:..': revision contains '..', '//' or '@{'",
+    ]
+
+
+def test_duplicates_collapse_keeping_order():
+    specs, _ = parse_list("org/b, org/a, org/b:main, org/a:dev", "model", "X")
+    assert dedupe(specs) == (RepoSpec("model", "org/b"), RepoSpec("model", "org/a"), RepoSpec("model", "org/a", "dev"))
+
+
+def test_parse_specs_raises_one_error_for_all():
+    with pytest.raises(ConfigError) as info:
+        parse_specs(["org/ok", "nope", "x/y:"], "model")
+    assert info.value.exit_code == 78
+    assert str(info.value) == (
+        "invalid repo spec: argument item 2 'nope': no \"/\" between user and name; "
+        "argument item 3 'x/y:': empty revision; expected user/name[:revision]"
+    )
