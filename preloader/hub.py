@@ -27,6 +27,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
+from . import logs
 from .errors import AuthError, DiskError, NotFoundError, PreloaderError, TransientError
 from .spec import RepoSpec
 
@@ -105,6 +106,7 @@ class Hub:
         # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
         # We only get here after deciding to go online, so the decision must win.
         constants.HF_HUB_OFFLINE = False
+        logs.adopt("huggingface_hub")
 
     def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, int]]:
         """The commit a revision points at now, and that commit's files with their sizes."""

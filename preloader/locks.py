@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from . import atomic
 from .errors import TransientError
 from .logs import event
@@ -41,6 +39,8 @@ def hold(
     Raise TransientError after `timeout` seconds, or sooner if `deadline()`
     says fewer seconds are left.
     """
+    from filelock import FileLock, Timeout  # deferred: a cached start never locks
+
     atomic.make_dirs(path.parent)
     lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False)
     start = time.monotonic()

@@ -91,6 +91,16 @@ def setup(log_format: str = "text", level: str = "info", secrets: Iterable[str |
     logger.propagate = False
 
 
+def adopt(name: str) -> None:
+    """Send another library's log records (huggingface_hub's) through our handler and format."""
+    ours = logging.getLogger(PREFIX)
+    theirs = logging.getLogger(name)
+    theirs.handlers = list(ours.handlers)
+    theirs.propagate = False
+    if ours.handlers:
+        theirs.setLevel(max(ours.level, logging.WARNING))
+
+
 def flush() -> None:
     """Flush our handlers: exec replaces the process and would drop buffered lines."""
     for handler in logging.getLogger(PREFIX).handlers:

@@ -350,3 +350,51 @@ def test_python_api(hub, mirrors, cache):
     with pytest.raises(preloader.ConfigError):
         preloader.preload(models="nope", cache_dir=cache)
     assert [r.commit for r in preloader.wait(models=[MODEL], cache_dir=cache, timeout=5)] == [results[0].commit]
+
+
+def test_transient_errors_are_retried_then_succeed(hub, mirrors, cache):
+    from localhub import Status
+
+    revision = "/api/models/org/tiny-model/revision/"
+    hub.add_rule(revision, Status(503, times=1))
+    hub.add_rule(revision, Status(429, times=1, headers={"Retry-After": "1"}))
+    hub.add_rule(lambda m, p: m == "GET" and p.endswith("/config.json"), Status(502, times=1))
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_RETRIES="4")
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    retries = [line for line in proc.stderr.splitlines() if line.startswith("preloader: warning: retry")]
+    assert len(retries) >= 2
+    assert "wait=1.0s" in retries[1]  # Retry-After honoured
+    assert hub.count(path_contains=revision) == 3
+    # huggingface_hub's own log lines come out in our format too.
+    assert all(line.startswith("preloader: ") for line in proc.stderr.splitlines()), proc.stderr
+    blobs = cache / "models--org--tiny-model" / "blobs"
+    assert not [p for p in blobs.iterdir() if p.name.endswith(".incomplete")]
+    snapshot = cache / "models--org--tiny-model" / "snapshots" / mirrors.sha("model", MODEL, "main")
+    assert (snapshot / "config.json").read_bytes() == mirrors.files("model", MODEL, "main")["config.json"]
+
+
+def test_deadline_ends_a_stalled_preload_with_75(hub, cache):
+    from localhub import Stall
+
+    hub.add_rule(lambda m, p: m == "GET" and "/resolve/" in p, Stall(60, times=None))
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_TIMEOUT="3")
+    started = time.monotonic()
+    proc = run_preloader(["run", "--", *SERVICE], env)
+    assert proc.returncode == 75
+    assert time.monotonic() - started < 15
+    assert "deadline of 3 s passed" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_lock_wait_logs_and_times_out(hub, cache):
+    from filelock import FileLock
+
+    lock = FileLock(cache.parent / "preloader" / "locks" / "models--org--tiny-model.lock")
+    (cache.parent / "preloader" / "locks").mkdir(parents=True)
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_LOCK_TIMEOUT="2")
+    with lock:
+        proc = run_preloader(["run"], env)
+    assert proc.returncode == 75
+    assert "waiting for the lock on model:org/tiny-model@main" in proc.stderr
+    assert run_preloader(["run"], env).returncode == 0

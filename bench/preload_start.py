@@ -1,0 +1,106 @@
+"""Benchmark: cold preload and cached start of a 3-repo plan, next to `hf download`, in one run.
+
+    .venv/bin/python bench/preload_start.py [--runs 7]
+
+Starts a local olah hub over generated repos (two models, one dataset), then
+times, as whole processes (medians of --runs):
+  - preloader cold: `preloader run` into an empty cache;
+  - hf download cold: `hf download` of each repo into an empty cache (3 processes, as a script does);
+  - preloader cached, pinned: every repo pinned to its commit and complete: `preloader run -- true`;
+  - preloader cached, branches: same, by branch/tag name (one lookup per repo);
+  - hf download cached: `hf download` of each repo again into the filled cache;
+  - baseline: `python -c pass` and `true`, to show what is interpreter start-up.
+Prints a Markdown table; the README records one run of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from localhub import build_mirrors, start_olah  # noqa: E402
+
+BIN = Path(sys.executable).parent
+REPOS = [("model", "org/tiny-model", "main"), ("model", "org/second-model", "main"), ("dataset", "org/tiny-data", "v1.0")]
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def hf_download_all(cache: Path, env: dict) -> float:
+    total = 0.0
+    for repo_type, repo_id, revision in REPOS:
+        total += timed([str(BIN / "hf"), "download", repo_id, "--repo-type", repo_type, "--revision", revision,
+                        "--cache-dir", str(cache), "--quiet"], env)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="preloader-bench-"))
+    mirrors = build_mirrors(work / "hub")
+    olah = start_olah(mirrors.mirrors_dir, work / "olah")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PRELOADER_", "RUNPOD_"))}
+        env.update(HF_ENDPOINT=olah.url, HF_HOME=str(work / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
+        by_name = {t: ",".join(f"{r}:{rev}" for tt, r, rev in REPOS if tt == t) for t in ("model", "dataset")}
+        pinned = {t: ",".join(f"{r}:{mirrors.sha(tt, r, rev)}" for tt, r, rev in REPOS if tt == t)
+                  for t in ("model", "dataset")}
+        preloader = [str(BIN / "preloader"), "run"]
+        results: dict[str, list[float]] = {}
+
+        def record(name: str, seconds: float) -> None:
+            results.setdefault(name, []).append(seconds)
+
+        for run in range(args.runs):
+            cache = work / f"cache-{run}" / "hub"
+            plan = dict(env, PRELOADER_CACHE_DIR=str(cache), RUNPOD_HUGGINGFACE_MODEL=by_name["model"],
+                        RUNPOD_HUGGINGFACE_DATASET=by_name["dataset"])
+            record("preloader run, cold (empty cache)", timed(preloader, plan))
+            hf_cache = work / f"hf-cache-{run}"
+            record("hf download x3, cold (empty cache)", hf_download_all(hf_cache, env))
+            pinned_plan = dict(plan, RUNPOD_HUGGINGFACE_MODEL=pinned["model"],
+                               RUNPOD_HUGGINGFACE_DATASET=pinned["dataset"])
+            timed(preloader, pinned_plan)  # records the pinned commits' refs-free requests as complete
+            record("preloader run -- true, cached, pinned commits", timed([*preloader, "--", "true"], pinned_plan))
+            record("preloader run -- true, cached, branch/tag names", timed([*preloader, "--", "true"], plan))
+            record("hf download x3, cached", hf_download_all(hf_cache, env))
+            record("baseline: python -c pass", timed([sys.executable, "-c", "pass"], env))
+            record("baseline: true", timed(["true"], env))
+            shutil.rmtree(cache.parent)
+            shutil.rmtree(hf_cache)
+    finally:
+        olah.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    print(f"| what ({args.runs} runs, median) | seconds |")
+    print("|---|---|")
+    for name, value in medians.items():
+        print(f"| {name} | {value:.3f} |")
+    cached = medians["preloader run -- true, cached, pinned commits"]
+    hf_cached = medians["hf download x3, cached"]
+    print(f"\ncached pinned start: {cached:.3f} s before exec (goal < 0.3 s); "
+          f"hf download x3 cached / preloader cached = {hf_cached / cached:.1f}x (goal >= 3x)")
+
+
+if __name__ == "__main__":
+    main()
