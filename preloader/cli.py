@@ -16,9 +16,17 @@ from .errors import Aborted, PreloaderError
 SETTINGS_HELP = "Every option also reads an env var (shown in brackets); flags win."
 
 
-def settings_options(command):
-    """Add one click option per setting in config.OPTIONS (the README table lists the same)."""
+CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "log_format", "log_level", "debug")
+HUB_SETTINGS = ("user", "token", "endpoint", "lock_timeout", "retries", "workers")
+
+
+def settings_options(command=None, *, names: tuple[str, ...] | None = None):
+    """Add one click option per setting in config.OPTIONS (the README table lists the same), or those in `names`."""
+    if command is None:
+        return functools.partial(settings_options, names=names)
     for option in reversed(OPTIONS):
+        if names is not None and option.name not in names:
+            continue
         help_text = f"{option.help} [env: {option.env}" + "".join(f", {f}" for f in option.fallbacks)
         help_text += f"; default: {option.default}]" if option.default else "]"
         if option.kind == "bool":
@@ -139,6 +147,212 @@ def wait(command, **flags):
     if command:
         manifest = handoff.write_manifest(settings, results)
         handoff.exec_service(command, handoff.service_env(os.environ, settings, results, manifest))
+
+
+def spec_arguments(command):
+    command = click.option("--dataset", "datasets_only", is_flag=True, help="The SPECs are datasets.")(command)
+    return click.argument("specs", nargs=-1, metavar="SPEC...")(command)
+
+
+def parse_spec_args(specs, datasets_only: bool):
+    from .spec import parse_specs
+
+    return parse_specs(list(specs), "dataset" if datasets_only else "model")
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Print the documented JSON document.")(command)
+
+
+def cache_layout(settings: Settings):
+    from .layout import Layout
+
+    return Layout(settings.cache_dir, settings.state_dir, settings.link_root)
+
+
+@cli.command(name="ls")
+@settings_options(names=CACHE_SETTINGS)
+@json_option
+@reports_errors
+def ls_command(as_json, **flags):
+    """List every repo in the cache: revisions, refs, complete or partial, links, size, last use."""
+    from . import cache, views
+
+    info = cache.list_cache(cache_layout(load_settings(flags)))
+    if as_json:
+        emit_json(views.ls_json(info))
+    else:
+        click.echo(views.table(views.ls_table(info)))
+        click.echo(views.ls_footer(info))
+
+
+@cli.command()
+@settings_options(names=CACHE_SETTINGS)
+@spec_arguments
+@json_option
+@reports_errors
+def status(specs, datasets_only, as_json, **flags):
+    """Is each SPEC (user/name[:revision]) complete in the cache? Exit 0 only when all are.
+
+    No network. For readiness probes: `preloader status org/model && start`.
+    """
+    from . import cache, views
+
+    items = cache.status(cache_layout(load_settings(flags)), parse_spec_args(specs, datasets_only))
+    if as_json:
+        emit_json(views.status_json(items))
+    else:
+        for item in items:
+            click.echo(f"{'ready' if item.complete else 'NOT READY'}  {item.path or '-'}  {item.message}")
+    sys.exit(0 if all(i.complete for i in items) else 1)
+
+
+@cli.command()
+@settings_options(names=CACHE_SETTINGS + HUB_SETTINGS)
+@spec_arguments
+@click.option("--repair", is_flag=True, help="Re-fetch only the missing, truncated or corrupt files.")
+@json_option
+@reports_errors
+def verify(specs, datasets_only, repair, as_json, **flags):
+    """Re-hash cached files (sha256 for LFS files, git blob sha1 for others) against their etags.
+
+    Reports missing, truncated and corrupt files; a broken snapshot loses its
+    completion record. Exit 1 when anything is (still) broken.
+    """
+    from . import cache, views
+
+    settings = load_settings(flags)
+    hub = None
+    if repair:
+        from .hub import Hub
+
+        hub = Hub(settings.endpoint, settings.token, workers=settings.workers)
+    chosen = parse_spec_args(specs, datasets_only) if specs else None
+    checks = cache.verify(cache_layout(settings), chosen, repair=repair, hub=hub, lock_timeout=settings.lock_timeout)
+    if as_json:
+        emit_json(views.verify_json(checks))
+    else:
+        for c in checks:
+            state = "ok" if c.ok else "BROKEN"
+            detail = "; ".join(f"{kind}: {', '.join(files)}" for kind, files in
+                               (("missing", c.missing), ("truncated", c.truncated), ("corrupt", c.corrupt),
+                                ("repaired", c.repaired)) if files)
+            click.echo(f"{state}  {c.repo_type} {c.repo_id}@{c.commit[:12]}  {c.checked} files checked  {detail}")
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+def confirm(what: str, yes: bool) -> None:
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Remove {what}?", abort=True, err=True)
+
+
+@cli.command(name="rm")
+@settings_options(names=CACHE_SETTINGS + ("lock_timeout",))
+@spec_arguments
+@click.option("--revision", help="Remove only this revision (branch, tag or commit) of each SPEC.")
+@click.option("--all", "everything", is_flag=True, help="Remove every repo in the cache.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a TTY.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@json_option
+@reports_errors
+def rm_command(specs, datasets_only, revision, everything, yes, dry_run, as_json, **flags):
+    """Remove repos (SPEC: user/name) or revisions (user/name:revision, or --revision).
+
+    Removes snapshots, their refs, aliases and `latest` links, and blobs no
+    remaining revision uses. Takes the repo lock: waits for a running preload,
+    or fails (75) after --lock-timeout.
+    """
+    from . import cache, views
+    from .spec import RepoSpec
+
+    if bool(specs) == everything:
+        raise click.UsageError("give SPECs or --all (not both)")
+    settings = load_settings(flags)
+    parsed = parse_spec_args(specs, datasets_only)
+    # user/name removes the whole repo; user/name:revision (or --revision) only that revision.
+    whole = [p for p, text in zip(parsed, specs, strict=False) if ":" not in text and not revision]
+    partial = [RepoSpec(p.repo_type, p.repo_id, revision or p.revision) for p in parsed if p not in whole]
+    lay = cache_layout(settings)
+    if not dry_run:
+        plan = cache.remove(lay, whole, partial, everything=everything, dry_run=True)
+        confirm(f"{len(plan.removed)} snapshot(s) from {settings.cache_dir}", yes)
+    report = cache.remove(lay, whole, partial, everything=everything, lock_timeout=settings.lock_timeout,
+                          dry_run=dry_run)
+    if as_json:
+        emit_json(views.removal_json(report, "rm"))
+    else:
+        for r in report.removed:
+            click.echo(f"{'would remove' if dry_run else 'removed'}  {r.repo_type} {r.repo_id}@{r.commit[:12]}")
+        click.echo(f"{'would free' if dry_run else 'freed'} {views.human_size(report.freed)}")
+
+
+@cli.command()
+@settings_options(names=CACHE_SETTINGS)
+@click.option("--max-size", help="Evict until the cache is at most this big (500M, 200G, 1.5T).")
+@click.option("--older-than", help="Evict snapshots not used for this long (12h, 30d).")
+@click.option("--keep-last", type=int, default=0, show_default=True,
+              help="Never evict the N most recently used snapshots of each repo.")
+@click.option("--keep", multiple=True, metavar="SPEC", help="Never evict this user/name[:revision] (repeatable).")
+@click.option("--keep-dataset", multiple=True, metavar="SPEC", help="Never evict this dataset (repeatable).")
+@click.option("--grace", default="1h", show_default=True,
+              help="Remove partial downloads and temp files older than this.")
+@click.option("--dry-run", is_flag=True, help="Show what would go.")
+@json_option
+@reports_errors
+def prune(max_size, older_than, keep_last, keep, keep_dataset, grace, dry_run, as_json, **flags):
+    """Evict least recently used complete snapshots until the bounds hold; clean stale leftovers.
+
+    "Used" is recorded when the preloader hands a snapshot to a service or
+    `wait` returns it. Never evicts a locked repo's snapshots or a --keep.
+    """
+    from . import cache, views
+    from .config import parse_duration, parse_size
+    from .errors import ConfigError
+    from .spec import parse_specs
+
+    try:
+        size = parse_size(max_size) if max_size else None
+        age = parse_duration(older_than) if older_than else None
+        grace_s = parse_duration(grace)
+    except ValueError as error:
+        raise ConfigError(f"invalid prune bound {error}: expected a size like 200G or a duration like 30d") from None
+    kept = parse_specs(list(keep), "model", "--keep") + parse_specs(list(keep_dataset), "dataset", "--keep-dataset")
+    report = cache.prune(cache_layout(load_settings(flags)), max_size=size, older_than=age, keep_last=keep_last,
+                         keep=kept, grace=grace_s, dry_run=dry_run)
+    if as_json:
+        emit_json(views.removal_json(report, "prune"))
+    else:
+        verb = "would evict" if dry_run else "evicted"
+        for r in report.removed:
+            click.echo(f"{verb}  {r.repo_type} {r.repo_id}@{r.commit[:12]}  {views.human_size(r.size)}  {r.reason}")
+        for path in report.leftovers:
+            click.echo(f"{'would remove' if dry_run else 'removed'} leftover  {path}")
+        for line in report.skipped:
+            click.echo(f"skipped  {line}")
+        click.echo(f"{'would free' if dry_run else 'freed'} {views.human_size(report.freed)}")
+
+
+@cli.command()
+@settings_options
+@json_option
+@reports_errors
+def doctor(as_json, **flags):
+    """Check this machine and cache: location, permissions, space, hub, token, symlinks, flock, GPU.
+
+    Each check prints ok / warn / fail and a one-line fix. Exit 1 if any fails.
+    """
+    from . import views
+    from .doctor import run_checks
+
+    checks = run_checks(load_settings(flags))
+    if as_json:
+        emit_json(views.doctor_json(checks))
+    else:
+        for c in checks:
+            click.echo(f"{c.status:<5} {c.name}: {c.detail}")
+            if c.fix and c.status != "ok":
+                click.echo(f"      fix: {c.fix}")
+    sys.exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 
 def main() -> None:

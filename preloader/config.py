@@ -158,6 +158,20 @@ def default_state_dir(cache_dir: Path) -> Path:
     return cache_dir / ".locks" / "preloader"
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `500M`, `200G`, `1.5TiB` (powers of 1024) or `200GB` (powers of 1000)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if not match:
+        raise ValueError(text)
+    number, unit, suffix = match.groups()
+    power = "kmgtp".find(unit) + 1 if unit else 0
+    base = 1000 if suffix == "b" and unit else 1024
+    return int(float(number) * base**power)
+
+
 def parse_duration(text: str) -> float:
     """Seconds from `30`, `90s`, `500ms`, `10m`, `1h` or `1d`; ValueError otherwise."""
     match = _DURATION.fullmatch(text.strip().lower())

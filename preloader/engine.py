@@ -191,6 +191,7 @@ class Preloader:
         def attempt() -> None:
             self.hub.fetch(spec, commit, records.missing_on_disk(snapshot, wanted), self.settings.cache_dir)
 
+        records.mark_started(self.layout, spec, commit)
         try:
             retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left,
                      sleep=self.sleep)(attempt)
@@ -204,6 +205,7 @@ class Preloader:
         record.listing = listing
         record.complete.update(wanted)
         records.write(self.layout, spec, record)
+        records.clear_started(self.layout, spec, commit)
         secs = clock.seconds()
         event(logger, "fetch.done", repo=spec.repo_id, rev=spec.revision, commit=commit, files=len(todo),
               bytes=total, secs=secs, rate=f"{total / secs / 1e6:.1f}MB/s" if secs else "-")
@@ -221,6 +223,7 @@ class Preloader:
         if alias is not None:
             atomic.symlink(atomic.relative_target(snapshot, alias), alias)
         record = records.read(self.layout, spec, commit)
+        records.mark_used(self.layout, spec, commit)
         wanted = records.select(record.listing, s.include, s.exclude) if record else {}
         size = sum(wanted.values())
         result = PreloadResult(
@@ -274,6 +277,7 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
     for spec in settings.repos:
         commit = local_commit(layout, spec)
         record = records.read(layout, spec, commit)
+        records.mark_used(layout, spec, commit)
         wanted = records.select(record.listing, settings.include, settings.exclude)
         alias = layout.alias_link(spec)
         results.append(PreloadResult(

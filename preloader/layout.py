@@ -7,6 +7,8 @@
 <cache>/models--org--name/snapshots/latest            -> <commit>, ours
 <state>/complete/models--org--name/<commit>.json      completion record, ours
 <state>/locks/models--org--name.lock                  repo lock, ours
+<state>/used/models--org--name/<commit>               when a service last got this snapshot, ours
+<state>/partial/models--org--name/<commit>            a download started and not yet complete, ours
 <link-root>/model/org/name/<revision>                 -> the snapshot, ours
 ```
 Pure path arithmetic: nothing here touches the disk.
@@ -25,6 +27,14 @@ LATEST = "latest"
 def repo_folder_name(repo_type: str, repo_id: str) -> str:
     """huggingface_hub's folder name: `models--org--name`."""
     return f"{repo_type}s--" + repo_id.replace("/", "--")
+
+
+def parse_folder_name(name: str) -> tuple[str, str] | None:
+    """(repo_type, repo_id) of a cache folder name, or None if it is not one."""
+    prefix, sep, rest = name.partition("--")
+    if not sep or prefix not in ("models", "datasets", "spaces") or not rest:
+        return None
+    return prefix[:-1], rest.replace("--", "/")
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,12 @@ class Layout:
 
     def record_file(self, spec: RepoSpec, commit: str) -> Path:
         return self.state_dir / "complete" / repo_folder_name(spec.repo_type, spec.repo_id) / f"{commit}.json"
+
+    def used_file(self, spec: RepoSpec, commit: str) -> Path:
+        return self.state_dir / "used" / repo_folder_name(spec.repo_type, spec.repo_id) / commit
+
+    def partial_file(self, spec: RepoSpec, commit: str) -> Path:
+        return self.state_dir / "partial" / repo_folder_name(spec.repo_type, spec.repo_id) / commit
 
     def lock_file(self, spec: RepoSpec) -> Path:
         return self.state_dir / "locks" / (repo_folder_name(spec.repo_type, spec.repo_id) + ".lock")

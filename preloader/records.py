@@ -91,3 +91,33 @@ def is_complete(layout: Layout, spec: RepoSpec, commit: str, include=(), exclude
     if any(record.complete.get(path) != size for path, size in wanted.items()):
         return False
     return not missing_on_disk(layout.snapshot_dir(spec, commit), wanted)
+
+
+def mark_used(layout: Layout, spec: RepoSpec, commit: str, now: float | None = None) -> None:
+    """Record that a service got this snapshot: prune evicts the least recently used first.
+
+    File access times are often disabled (noatime), so use is recorded explicitly.
+    """
+    atomic.write_text(layout.used_file(spec, commit), f"{time.time() if now is None else now:.3f}\n")
+
+
+def last_used(layout: Layout, spec: RepoSpec, commit: str) -> float | None:
+    try:
+        return float(layout.used_file(spec, commit).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def mark_started(layout: Layout, spec: RepoSpec, commit: str) -> None:
+    """Note a download in progress, so prune can tell our abandoned partial snapshots from others'."""
+    atomic.write_text(layout.partial_file(spec, commit), f"{time.time():.3f}\n")
+
+
+def clear_started(layout: Layout, spec: RepoSpec, commit: str) -> None:
+    layout.partial_file(spec, commit).unlink(missing_ok=True)
+
+
+def forget(layout: Layout, spec: RepoSpec, commit: str) -> None:
+    """Drop every record we keep about a snapshot."""
+    for path in (layout.record_file(spec, commit), layout.used_file(spec, commit), layout.partial_file(spec, commit)):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,155 @@
+"""`preloader doctor`: is this machine fit to preload into this cache? Each check: ok, warn or fail, and a fix."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .inventory import free_space
+
+GIB = 1024**3
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def existing_parent(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def check_location(s: Settings) -> Check:
+    how = {"default": "the default ~/.cache/huggingface/hub"}.get(s.cache_dir_source, s.cache_dir_source)
+    return Check("cache location", "ok", f"{s.cache_dir} (from {how}); state in {s.state_dir}")
+
+
+def check_writable(s: Settings) -> Check:
+    target = existing_parent(s.cache_dir)
+    try:
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".preloader-doctor-"):
+            pass
+    except OSError as error:
+        return Check("writable", "fail", f"cannot write in {target}: {error.strerror}",
+                     "mount the cache volume read-write and give this user write access")
+    where = "" if target == s.cache_dir else f" (will be created under {target})"
+    return Check("writable", "ok", f"{s.cache_dir} is writable{where}")
+
+
+def check_sharing(s: Settings) -> Check:
+    umask = os.umask(0)
+    os.umask(umask)
+    target = existing_parent(s.cache_dir)
+    mode = target.stat().st_mode
+    problems = []
+    if umask & 0o020:
+        problems.append(f"umask {umask:03o} drops group write")
+    if not mode & stat.S_IWGRP:
+        problems.append(f"{target} is not group-writable ({stat.filemode(mode)})")
+    if problems:
+        return Check("group sharing", "warn", "; ".join(problems),
+                     "for containers with other UIDs: umask 002 and `chmod -R g+ws` the volume for a shared group")
+    return Check("group sharing", "ok", f"umask {umask:03o}, {target} group-writable")
+
+
+def check_space(s: Settings) -> Check:
+    free = free_space(s.cache_dir)
+    if free is None:
+        return Check("free space", "warn", "cannot read free space", "check the volume is mounted")
+    text = f"{free / GIB:.1f} GiB free on the cache volume"
+    if free < GIB:
+        return Check("free space", "fail", text, "free space: `preloader prune --max-size ...` or a bigger volume")
+    if free < 10 * GIB:
+        return Check("free space", "warn", text, "large models need tens of GiB: `preloader prune` or grow the volume")
+    return Check("free space", "ok", text)
+
+
+def check_hub(s: Settings, timeout: float = 5.0) -> Check:
+    if s.offline:
+        return Check("hub reachable", "warn", f"not checked: offline mode ({s.offline_source})",
+                     "unset PRELOADER_OFFLINE / HF_HUB_OFFLINE to download")
+    url = f"{s.endpoint}/api/models?limit=1"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
+            code = response.status
+    except urllib.error.HTTPError as error:
+        code = error.code  # any HTTP answer means the hub is there
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return Check("hub reachable", "fail", f"{s.endpoint}: {reason}",
+                     "check HF_ENDPOINT, DNS and proxies; cached snapshots still start offline")
+    return Check("hub reachable", "ok", f"{s.endpoint} answered HTTP {code}")
+
+
+def check_token(s: Settings) -> Check:
+    if s.token:
+        return Check("token", "ok", f"set (from {s.token_source})")
+    return Check("token", "warn", "unset: private and gated repos will fail",
+                 "set RUNPOD_HUGGINGFACE_USER and RUNPOD_HUGGINGFACE_TOKEN, or HF_TOKEN")
+
+
+def check_hf_offline(s: Settings) -> Check:
+    if s.offline_source == "HF_HUB_OFFLINE":
+        return Check("HF_HUB_OFFLINE", "warn", "HF_HUB_OFFLINE is set: the preloader will not download",
+                     "unset it: the preloader sets HF_HUB_OFFLINE=1 for the service itself")
+    return Check("HF_HUB_OFFLINE", "ok", "not set for the preloader (the service gets HF_HUB_OFFLINE=1)")
+
+
+def check_symlinks(s: Settings) -> Check:
+    target = existing_parent(s.cache_dir)
+    try:
+        with tempfile.TemporaryDirectory(dir=target, prefix=".preloader-doctor-") as tmp:
+            os.symlink("target", Path(tmp) / "link")
+    except OSError as error:
+        return Check("symlinks", "fail", f"cannot create symlinks in {target}: {error.strerror}",
+                     "use a filesystem with symlinks (not FAT/SMB without unix extensions)")
+    return Check("symlinks", "ok", f"supported in {target}")
+
+
+def check_flock(s: Settings) -> Check:
+    target = existing_parent(s.state_dir)
+    try:
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".preloader-doctor-") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    except OSError as error:
+        return Check("flock", "warn", f"flock fails in {target}: {error.strerror}; a marker-file lock is used",
+                     "correctness holds (atomic renames); duplicated downloads are possible")
+    return Check("flock", "ok", f"works in {target}")
+
+
+def check_gpu() -> Check:
+    smi = shutil.which("nvidia-smi")
+    driver = Path("/proc/driver/nvidia/version").exists()
+    if importlib.util.find_spec("torch") is None:
+        if smi or driver:
+            return Check("GPU", "warn", "NVIDIA driver present, torch not installed",
+                         "pip install 'preloader[warm]' torch for --warm gpu")
+        return Check("GPU", "warn", "no GPU visible (no NVIDIA driver, torch not installed)",
+                     "only needed for --warm gpu")
+    import torch  # only when installed: doctor is not a hot path
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return Check("GPU", "ok", f"CUDA: {names}")
+    return Check("GPU", "warn", f"torch {torch.__version__} sees no CUDA device", "only needed for --warm gpu")
+
+
+def run_checks(s: Settings) -> list[Check]:
+    return [check_location(s), check_writable(s), check_sharing(s), check_space(s), check_hub(s), check_token(s),
+            check_hf_offline(s), check_symlinks(s), check_flock(s), check_gpu()]
