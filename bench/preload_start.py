@@ -31,7 +31,11 @@ sys.path.insert(0, str(ROOT))
 from localhub import build_mirrors, start_olah  # noqa: E402
 
 BIN = Path(sys.executable).parent
-REPOS = [("model", "org/tiny-model", "main"), ("model", "org/second-model", "main"), ("dataset", "org/tiny-data", "v1.0")]
+REPOS = [
+    ("model", "org/tiny-model", "main"),
+    ("model", "org/second-model", "main"),
+    ("dataset", "org/tiny-data", "v1.0"),
+]
 
 
 def timed(cmd: list[str], env: dict) -> float:

@@ -204,6 +204,7 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
                 candidates.append((rev.used_or_made, repo, rev))
     candidates.sort(key=lambda c: c[0])
     size = info.size
+    gone: set[str] = set()  # what a dry run has evicted so far, so shared blobs are counted when freed
     for used, repo, rev in candidates:
         too_old = older_than is not None and now - used > older_than
         too_big = max_size is not None and size > max_size
@@ -212,7 +213,8 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
         reason = "older than bound" if too_old else "over size bound"
         if dry_run:
             report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
-            freed = _exclusive_size(repo, rev)
+            freed = _exclusive_size(repo, rev, gone)
+            gone.add(rev.commit)
             report.freed += freed
             size -= freed
             continue
@@ -253,14 +255,14 @@ def _repo_dir_of(lay: Layout, path: Path) -> Path | None:
         return None
 
 
-def _exclusive_size(repo: RepoInfo, rev: RevisionInfo) -> int:
-    """Bytes only this revision uses (what evicting it would free), for dry runs."""
+def _exclusive_size(repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
+    """Bytes only this revision uses among those not yet evicted (what evicting it frees), for dry runs."""
     from .inventory import snapshot_blobs
 
     mine = set(snapshot_blobs(rev.path).values())
     others = set()
     for other in repo.revisions:
-        if other.commit != rev.commit:
+        if other.commit != rev.commit and other.commit not in gone:
             others |= set(snapshot_blobs(other.path).values())
     return sum(b.stat().st_size for b in mine - others if b.exists())
 

@@ -70,13 +70,14 @@ def collect_blobs(layout: Layout, repo_dir: Path) -> int:
     freed = 0
     for name in os.listdir(spec_dir) if spec_dir.is_dir() else []:
         blob = spec_dir / name
-        if blob not in used:
+        # A download in flight writes `.incomplete` files; prune's grace period decides about those.
+        if blob not in used and not name.endswith(".incomplete") and not name.startswith(atomic.TEMP_MARK):
             try:
                 freed += blob.stat().st_size
                 blob.unlink()
             except OSError:
                 pass
-    if not used:
+    if not used and not any(n.endswith(".incomplete") for n in (os.listdir(spec_dir) if spec_dir.is_dir() else [])):
         shutil.rmtree(repo_dir, ignore_errors=True)
         layout_dirs = [layout.state_dir / kind / repo_dir.name for kind in ("complete", "used", "partial")]
         for directory in layout_dirs:
