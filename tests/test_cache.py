@@ -30,8 +30,14 @@ def schema_check(document: dict, name: str) -> dict:
 
 
 def cli_json(args, env, name, code=0) -> dict:
+    """Run a cache command with --json; check its schema, and that huggingface_hub still reads the cache cleanly."""
+    from huggingface_hub import scan_cache_dir
+
     proc = run_preloader([*args, "--json"], env)
     assert proc.returncode == code, proc.stderr
+    cache = Path(env["PRELOADER_CACHE_DIR"])
+    if cache.is_dir():
+        assert scan_cache_dir(cache).warnings == []
     return schema_check(json.loads(proc.stdout), name)
 
 
