@@ -97,3 +97,36 @@ class Stall(Action):
 
     def __repr__(self) -> str:
         return f"Stall({self.seconds}, times={self.times}, fired={self.fired})"
+
+
+class IgnoreRange(Action):
+    """Answer 200 with the whole file to a Range request, as olah and some proxies do."""
+
+    ignore_range = True
+
+
+class CutAfter(Action):
+    """Send only the first ``limit`` body bytes, then close: a connection cut mid-body."""
+
+    def __init__(self, limit: int, times: int | None = 1):
+        super().__init__(times)
+        self.limit = limit
+
+    def body(self, ex, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        left = self.limit
+        for chunk in chunks:
+            if left <= 0:
+                return
+            yield chunk[:left]
+            left -= len(chunk)
+
+    def __repr__(self) -> str:
+        return f"CutAfter({self.limit}, times={self.times}, fired={self.fired})"
+
+
+class WrongBytes(Action):
+    """Send bytes of the right length but wrong content (every byte inverted)."""
+
+    def body(self, ex, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            yield bytes(b ^ 0xFF for b in chunk)

@@ -153,6 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop_upstream()
             self.reply(502, {"Content-Type": "text/plain"}, f"localhub proxy: upstream {e!r}\n".encode())
             return
+        resp = self._maybe_slice(resp, action)
         out = []
         for k, v in resp.getheaders():
             if k.lower() in HOP_BY_HOP:
@@ -190,10 +191,56 @@ class _Handler(BaseHTTPRequestHandler):
             if not complete or resp.will_close or not resp.isclosed():
                 self._drop_upstream()
 
+    def _maybe_slice(self, resp, action: Action):
+        """Honour a single `Range: bytes=a-b` the way the hub's CDN does, since olah answers 200 to it."""
+        wanted = self.headers.get("Range", "")
+        hub = self.server.hub
+        if (self.method != "GET" or resp.status != 200 or not wanted.startswith("bytes=") or "," in wanted
+                or not hub.honour_range or getattr(action, "ignore_range", False)):
+            return resp
+        data = resp.read()
+        first, _, last = wanted[len("bytes="):].partition("-")
+        size = len(data)
+        if first == "":
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        return _Sliced(resp, data, start, end)
+
     @staticmethod
     def _chunks(resp: http.client.HTTPResponse) -> Iterator[bytes]:
         while chunk := resp.read1(CHUNK):
             yield chunk
+
+
+class _Sliced:
+    """A 206 (or 416) answer cut from a whole upstream body, shaped like http.client's response."""
+
+    def __init__(self, upstream, data: bytes, start: int, end: int):
+        import io
+
+        size = len(data)
+        ok = 0 <= start <= end < size
+        self.status = 206 if ok else 416
+        body = data[start:end + 1] if ok else b""
+        skip = {"content-length", "content-range", "transfer-encoding"}
+        self._headers = [(k, v) for k, v in upstream.getheaders() if k.lower() not in skip]
+        self._headers.append(("Content-Range", f"bytes {start}-{end}/{size}" if ok else f"bytes */{size}"))
+        self._headers.append(("Content-Length", str(len(body))))
+        self._body = io.BytesIO(body)
+        self.will_close = upstream.will_close
+
+    def getheaders(self):
+        return list(self._headers)
+
+    def read1(self, n: int = -1) -> bytes:
+        return self._body.read1(n)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._body.read(n)
+
+    def isclosed(self) -> bool:
+        return self._body.tell() == len(self._body.getbuffer())
 
 
 class _Server(ThreadingHTTPServer):
@@ -212,6 +259,7 @@ class HubProxy(RequestLog):
         self.upstream_host, self.upstream_port = u.hostname, u.port or 80
         self.upstream_url = f"http://{u.netloc}"
         self.upstream_timeout = upstream_timeout
+        self.honour_range = True  # as the public hub's CDN does; olah itself ignores Range
         super().__init__()
         self.rules: list[Rule] = []
         self._lock = threading.Lock()

@@ -61,6 +61,13 @@ def reports_errors(command):
             report(error, debug)
             # Download threads may still be blocked in a read; do not wait for them.
             os._exit(error.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:  # a bug: show everything (tokens still scrubbed)
+            report(error, True)
+            click.echo(f"{logs.PREFIX}: error: this is a bug in preloader (exit 70)", err=True)
+            logs.flush()
+            os._exit(70)
 
     return wrapper
 

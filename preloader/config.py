@@ -73,6 +73,17 @@ OPTIONS: tuple[Option, ...] = (
            default="5", kind="count"),
     Option("workers", "PRELOADER_WORKERS", "--workers",
            "Files downloaded in parallel per repo.", default="8", kind="count"),
+    Option("transfer", "PRELOADER_TRANSFER", "--transfer",
+           "auto: our resumable, checked, multi-connection download for every file hf_xet does not serve; "
+           "hub: huggingface_hub for all; parallel: ours for all.", default="auto", kind="choice",
+           choices=("auto", "hub", "parallel")),
+    Option("connections", "PRELOADER_CONNECTIONS", "--connections",
+           "Parallel ranged connections per large file.", default="8", kind="count"),
+    Option("parallel_threshold", "PRELOADER_PARALLEL_THRESHOLD", "--parallel-threshold",
+           "Files at least this big use several connections (500M, 64MiB).", default="64MiB", kind="size"),
+    Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
+           "Free space to leave on the cache volume; exit 74 before downloading if it would not fit.",
+           default="1GiB", kind="size"),
     Option("offline", "PRELOADER_OFFLINE", "--offline",
            "Cache only: no network calls; fail (75) if a snapshot is not complete.",
            default="0", kind="bool", fallbacks=("HF_HUB_OFFLINE",)),
@@ -122,6 +133,10 @@ class Settings:
     lock_timeout: float = 3600.0
     retries: int = 5
     workers: int = 8
+    transfer: str = "auto"
+    connections: int = 8
+    parallel_threshold: int = 64 * 1024**2
+    min_free: int = 1024**3
     offline: bool = False
     offline_source: str | None = None
     service_offline: bool = True
@@ -213,7 +228,7 @@ class _Loader:
         option = OPTIONS_BY_NAME[name]
         text, source = self.raw(name)
         if text is None:
-            text = option.default if option.kind in ("bool", "duration", "count", "choice") else None
+            text = option.default if option.kind in ("bool", "duration", "count", "choice", "size") else None
             if text is None:
                 return None
         try:
@@ -233,6 +248,8 @@ class _Loader:
             raise ValueError(text)
         if option.kind == "duration":
             return parse_duration(text)
+        if option.kind == "size":
+            return parse_size(text)
         if option.kind == "count":
             if not text.isdigit() or int(text) < 1:
                 raise ValueError(text)
@@ -251,6 +268,7 @@ class _Loader:
             "bool": "expected 1/0, true/false, yes/no or on/off",
             "duration": "expected seconds or a duration like 90s, 10m, 1h",
             "count": "expected a whole number of at least 1",
+            "size": "expected a size like 500M, 64MiB or 2G",
         }.get(option.kind, "expected one of " + ", ".join(option.choices))
 
     def repos(self, name: str, repo_type: str) -> tuple[RepoSpec, ...]:
@@ -320,6 +338,10 @@ class _Loader:
             lock_timeout=self.value("lock_timeout"),
             retries=self.value("retries"),
             workers=self.value("workers"),
+            transfer=self.value("transfer"),
+            connections=self.value("connections"),
+            parallel_threshold=self.value("parallel_threshold"),
+            min_free=self.value("min_free"),
             offline=offline,
             offline_source=offline_source,
             service_offline=self.value("service_offline"),

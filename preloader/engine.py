@@ -89,6 +89,21 @@ def missing_detail(layout: Layout, spec: RepoSpec, commit: str | None, include=(
     return f"commit {commit[:12]} is missing {len(gone)} file(s): {shown}"
 
 
+@dataclass
+class Pending:
+    """A repo resolved online whose snapshot still needs files."""
+
+    spec: RepoSpec
+    commit: str
+    files: dict  # path -> transfer.RemoteFile, the commit's whole listing
+    wanted: dict[str, int]
+    clock: Clock
+
+    def missing(self, layout: Layout) -> list:
+        return [self.files[p] for p in records.missing_on_disk(layout.snapshot_dir(self.spec, self.commit),
+                                                              self.wanted)]
+
+
 class Preloader:
     """Runs a plan against one cache. Never prints or exits: it logs and raises PreloaderError."""
 
@@ -106,20 +121,32 @@ class Preloader:
             from .hub import Hub  # deferred: a cached start never imports huggingface_hub
 
             s = self.settings
-            self._hub = Hub(s.endpoint, s.token, workers=s.workers, progress=self.progress)
+            self._hub = Hub(s.endpoint, s.token, workers=s.workers, transfer=s.transfer, connections=s.connections,
+                            parallel_threshold=s.parallel_threshold, state_dir=s.state_dir,
+                            lock_timeout=s.lock_timeout)
         return self._hub
 
     def run(self) -> list[PreloadResult]:
+        """Resolve every repo first, check the space for all of it, then fetch; `latest` last."""
         clock = Clock()
+        outcomes = [self.prepare(spec) for spec in self.settings.repos]
+        pending = [o for o in outcomes if isinstance(o, Pending)]
         results = []
+        if pending:
+            total = self.preflight(pending)
+            from .progress import Progress
+
+            with Progress(total, tty=self.progress) as progress:
+                done = {id(p): self.download(p, progress) for p in pending}
+            results = [done[id(o)] if isinstance(o, Pending) else o for o in outcomes]
+        else:
+            results = outcomes
         linked_latest: set[tuple[str, str]] = set()
-        for spec in self.settings.repos:
-            result = self.preload_one(spec)
-            key = (spec.repo_type, spec.repo_id)
+        for result in results:
+            key = (result.repo_type, result.repo_id)
             if key not in linked_latest:  # `latest` follows the repo's first entry in the plan
                 linked_latest.add(key)
-                self.link_latest(spec, result.commit)
-            results.append(result)
+                atomic.symlink(result.commit, self.layout.latest_link(RepoSpec(*key)))
         event(
             logger, "done", repos=len(results),
             bytes_fetched=sum(r.bytes_fetched for r in results),
@@ -131,7 +158,8 @@ class Preloader:
         s = self.settings
         return commit is not None and records.is_complete(self.layout, spec, commit, s.include, s.exclude)
 
-    def preload_one(self, spec: RepoSpec) -> PreloadResult:
+    def prepare(self, spec: RepoSpec) -> PreloadResult | Pending:
+        """Settle a repo from the cache if possible; else resolve it online and say what it needs."""
         clock = Clock()
         s = self.settings
         cached = local_commit(self.layout, spec)
@@ -151,8 +179,8 @@ class Preloader:
         # a cold start should not spend minutes retrying a hub it does not need.
         attempts = 1 if cached_ok else s.retries
         try:
-            commit, listing = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
-                                       sleep=self.sleep)(self.hub.resolve, spec)
+            commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
+                                     sleep=self.sleep)(self.hub.resolve, spec)
         except HubUnreachable as error:
             if not cached_ok:
                 raise TransientError(
@@ -163,6 +191,7 @@ class Preloader:
                   using=cached, error=error)
             return self.publish(spec, cached, clock, fetched=0, source="cache-fallback")
         event(logger, "resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit)
+        listing = {path: f.size for path, f in files.items()}
         wanted = records.select(listing, s.include, s.exclude)
         if not wanted:
             raise NotFoundError(
@@ -171,39 +200,65 @@ class Preloader:
             )
         if self.complete(spec, commit):
             return self.publish(spec, commit, clock, fetched=0, source="hub")
-        with locks.hold(self.layout.lock_file(spec), timeout=s.lock_timeout, what=str(spec),
+        return Pending(spec, commit, files, wanted, clock)
+
+    def preflight(self, pending: list[Pending]) -> int:
+        """Bytes still to fetch for the whole plan; DiskError (74) before any byte is written if they do not fit."""
+        from .inventory import free_space
+
+        needed: dict[str, int] = {}
+        for p in pending:
+            blobs = self.layout.blobs_dir(p.spec)
+            for f in p.missing(self.layout):
+                if not (blobs / f.etag).exists():
+                    needed[f"{blobs}/{f.etag}"] = f.size
+        total = sum(needed.values())
+        free = free_space(self.settings.cache_dir)
+        margin = self.settings.min_free
+        if free is not None and total + margin > free:
+            raise DiskError(
+                f"not enough space on the cache volume {self.settings.cache_dir}: the plan needs {total:,} bytes "
+                f"more, {free:,} are free and {margin:,} must stay free (PRELOADER_MIN_FREE); "
+                "free space (`preloader prune`) or use a bigger volume"
+            )
+        return total
+
+    def download(self, p: Pending, progress) -> PreloadResult:
+        with locks.hold(self.layout.lock_file(p.spec), timeout=self.settings.lock_timeout, what=str(p.spec),
                         deadline=self.deadline.left):
             # Another process may have finished it while we waited for the lock.
-            fetched = 0 if self.complete(spec, commit) else self.fetch(spec, commit, listing, wanted)
-            return self.publish(spec, commit, clock, fetched=fetched, source="hub")
+            fetched = 0 if self.complete(p.spec, p.commit) else self.fetch(p, progress)
+            return self.publish(p.spec, p.commit, p.clock, fetched=fetched, source="hub")
 
-    def fetch(self, spec: RepoSpec, commit: str, listing: dict[str, int], wanted: dict[str, int]) -> int:
+    def fetch(self, p: Pending, progress) -> int:
         """Download the wanted files not yet on disk and record the snapshot complete; return bytes fetched."""
         from .retry import retrying
 
-        snapshot = self.layout.snapshot_dir(spec, commit)
-        todo = records.missing_on_disk(snapshot, wanted)
-        total = sum(wanted[p] for p in todo)
+        spec, commit = p.spec, p.commit
+        todo = p.missing(self.layout)
+        total = sum(f.size for f in todo)
+        progress.begin_repo(spec.repo_id, total)
         event(logger, "fetch.start", repo=spec.repo_id, rev=spec.revision, commit=commit,
               files=len(todo), bytes=total)
         clock = Clock()
+        records.mark_started(self.layout, spec, commit)
 
         def attempt() -> None:
-            self.hub.fetch(spec, commit, records.missing_on_disk(snapshot, wanted), self.settings.cache_dir)
+            self.hub.fetch(spec, commit, p.missing(self.layout), self.settings.cache_dir, on_bytes=progress.add)
 
-        records.mark_started(self.layout, spec, commit)
         try:
             retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left,
                      sleep=self.sleep)(attempt)
         except BaseException:
             remove_partials(self.layout.blobs_dir(spec))
             raise
-        still = records.missing_on_disk(snapshot, wanted)
+        snapshot = self.layout.snapshot_dir(spec, commit)
+        still = records.missing_on_disk(snapshot, p.wanted)
         if still:
             raise DiskError(f"{spec}: files missing or of the wrong size after download: {', '.join(still[:5])}")
-        record = records.read(self.layout, spec, commit) or Record(commit, listing)
-        record.listing = listing
-        record.complete.update(wanted)
+        record = records.read(self.layout, spec, commit) or Record(commit, {})
+        record.listing = {path: f.size for path, f in p.files.items()}
+        record.complete.update(p.wanted)
         records.write(self.layout, spec, record)
         records.clear_started(self.layout, spec, commit)
         secs = clock.seconds()
@@ -234,9 +289,6 @@ class Preloader:
               files=result.files, fetched=fetched, reused=result.bytes_reused, source=source,
               secs=result.seconds)
         return result
-
-    def link_latest(self, spec: RepoSpec, commit: str) -> None:
-        atomic.symlink(commit, self.layout.latest_link(spec))
 
 
 def remove_partials(blobs: Path) -> None:

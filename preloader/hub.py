@@ -30,6 +30,7 @@ from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 from . import logs
 from .errors import AuthError, DiskError, NotFoundError, PreloaderError, TransientError
 from .spec import RepoSpec
+from .transfer import RemoteFile, Transfer, make_client
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class HubUnreachable(TransientError):
 
 
 class _Silent(hf_tqdm):
-    """huggingface_hub's bars, switched off: off a TTY they would be noise in the logs."""
+    """huggingface_hub's bars, switched off: our plan-wide progress replaces them."""
 
     def __init__(self, *args, **kwargs):
         kwargs["disable"] = True
@@ -95,12 +96,22 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
     raise error
 
 
+def xet_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("hf_xet") is not None
+
+
 @dataclass(frozen=True)
 class Hub:
     endpoint: str
     token: str | None = None
     workers: int = 8
-    progress: bool = False
+    transfer: str = "auto"  # auto | hub | parallel
+    connections: int = 8
+    parallel_threshold: int = 64 * 1024**2
+    state_dir: Path | None = None
+    lock_timeout: float = 3600.0
 
     def _prepare(self) -> None:
         # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
@@ -108,56 +119,79 @@ class Hub:
         constants.HF_HUB_OFFLINE = False
         logs.adopt("huggingface_hub")
 
-    def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, int]]:
-        """The commit a revision points at now, and that commit's files with their sizes."""
+    def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, RemoteFile]]:
+        """The commit a revision points at now, and that commit's files (size, etag, Xet or not)."""
         self._prepare()
         api = HfApi(endpoint=self.endpoint, token=self.token or False)
         try:
             info = api.repo_info(spec.repo_id, repo_type=spec.repo_type, revision=spec.revision)
             commit = info.sha
             tree = api.list_repo_tree(spec.repo_id, repo_type=spec.repo_type, revision=commit, recursive=True)
-            listing = {item.path: item.size for item in tree if isinstance(item, RepoFile)}
+            files = {}
+            for item in tree:
+                if isinstance(item, RepoFile):
+                    etag = item.lfs.sha256 if item.lfs else item.blob_id
+                    files[item.path] = RemoteFile(item.path, item.size, etag, xet=bool(item.xet_hash))
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token)) from error
-        return commit, listing
+        return commit, files
+
+    def uses_hub_download(self, file: RemoteFile) -> bool:
+        """huggingface_hub (and hf_xet) for Xet files in auto mode, or everything in hub mode; ours otherwise."""
+        return self.transfer == "hub" or (self.transfer == "auto" and file.xet and xet_available())
 
     def fetch(
         self,
         spec: RepoSpec,
         commit: str,
-        paths: Iterable[str],
+        files: Iterable[RemoteFile],
         cache_dir: Path,
-        on_done: Callable[[str], None] = lambda path: None,
+        on_bytes: Callable[[int], None] = lambda n: None,
     ) -> None:
-        """Download `paths` of `commit` into the cache, several at once; the first failure cancels the rest."""
+        """Download `files` of `commit` into the cache, several at once; the first failure cancels the rest."""
         self._prepare()
-        paths = list(paths)
-        if not paths:
+        files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
+        if not files:
             return
-        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(paths)), thread_name_prefix="preloader-fetch")
+        client = make_client(self.connections)
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(files)), thread_name_prefix="preloader-fetch")
+        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, client, on_bytes): f for f in files}
         try:
-            futures = {pool.submit(self._fetch_one, spec, commit, path, cache_dir): path for path in paths}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in done:
                     future.result()  # raises the first failure
-                    on_done(futures[future])
+        except Exception:
+            # Let in-flight files stop before a retry starts the same blobs again.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         finally:
-            # Do not wait for in-flight files: on failure or a signal the caller is already leaving.
+            # On a signal the caller is leaving: do not wait for threads blocked in a read.
             pool.shutdown(wait=False, cancel_futures=True)
+            client.close()
 
-    def _fetch_one(self, spec: RepoSpec, commit: str, path: str, cache_dir: Path) -> None:
+    def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, cache_dir: Path, client,
+                   on_bytes: Callable[[int], None]) -> None:
         try:
-            hf_hub_download(
-                spec.repo_id,
-                path,
-                repo_type=spec.repo_type,
-                revision=commit,
-                cache_dir=cache_dir,
-                token=self.token or False,
-                endpoint=self.endpoint,
-                tqdm_class=None if self.progress else _Silent,
-            )
+            if self.uses_hub_download(file):
+                hf_hub_download(
+                    spec.repo_id,
+                    file.path,
+                    repo_type=spec.repo_type,
+                    revision=commit,
+                    cache_dir=cache_dir,
+                    token=self.token or False,
+                    endpoint=self.endpoint,
+                    tqdm_class=_Silent,  # our own plan-wide progress covers it
+                )
+                on_bytes(file.size)
+                return
+            Transfer(
+                cache_dir=cache_dir, state_dir=self.state_dir or cache_dir / ".locks" / "preloader",
+                endpoint=self.endpoint, repo_type=spec.repo_type, repo_id=spec.repo_id, commit=commit, file=file,
+                token=self.token, connections=self.connections if file.size >= self.parallel_threshold else 1,
+                client=client, on_bytes=on_bytes,
+            ).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
-            raise translate(error, spec, bool(self.token), path) from error
+            raise translate(error, spec, bool(self.token), file.path) from error

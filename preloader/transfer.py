@@ -1,0 +1,302 @@
+"""Fetching one file into the hub cache: parallel ranged requests, resumable, checked before publication.
+
+The bytes go to `blobs/<etag>.incomplete` (huggingface_hub's name for a partial
+blob) under the blob's lock (huggingface_hub's lock file, so its downloads and
+ours never write the same blob at once). Which chunks are on disk is kept in
+`<state>/transfers/<repo folder>/<etag>.json`, so a restart after `kill -9`
+fetches only the rest. The file is hashed as the chunks land, in order, and is
+renamed into `blobs/` only when its size and hash match the etag.
+
+huggingface_hub's hf_transfer cannot do this: it deletes the file on any error,
+reports finished chunks without their offsets, and holds whole chunks in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx2
+
+from . import atomic
+from .errors import TransientError
+from .layout import repo_folder_name
+
+MIB = 1024 * 1024
+READ_SIZE = 1 * MIB
+HASH_BLOCK = 8 * MIB
+STATE_EVERY = 0.5  # seconds between saves of the chunk map: a kill -9 loses at most this much progress
+
+
+class ContentMismatch(TransientError):
+    """The bytes received do not hash to the etag; they were deleted and will be fetched again."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a commit, as the hub lists it."""
+
+    path: str
+    size: int
+    etag: str  # sha256 for LFS files, git blob id otherwise: also the blob's file name
+    xet: bool = False
+
+    @property
+    def algorithm(self) -> str:
+        return "sha256" if len(self.etag) == 64 else "sha1"
+
+
+def resolve_url(endpoint: str, repo_type: str, repo_id: str, commit: str, path: str) -> str:
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    return f"{endpoint}/{prefix}{repo_id}/resolve/{commit}/{quote(path)}"
+
+
+def chunk_size_for(size: int, connections: int) -> int:
+    """Several chunks per connection so fast ones take more, 1 to 32 MiB each."""
+    return max(MIB, min(32 * MIB, (size // (connections * 4)) // MIB * MIB))
+
+
+class _Hasher:
+    """Hashes the file in order, as far as the chunks on disk reach; runs beside the downloads."""
+
+    def __init__(self, file: RemoteFile) -> None:
+        self.digest = hashlib.sha256() if file.algorithm == "sha256" else hashlib.sha1()  # noqa: S324 - git id
+        if file.algorithm == "sha1":
+            self.digest.update(b"blob %d\0" % file.size)
+        self.offset = 0
+
+    def advance(self, fd: int, upto: int) -> None:
+        while self.offset < upto:
+            data = os.pread(fd, min(HASH_BLOCK, upto - self.offset), self.offset)
+            if not data:
+                raise TransientError("partial file shrank while hashing")
+            self.digest.update(data)
+            self.offset += len(data)
+
+
+class Transfer:
+    """Download one RemoteFile of a commit into the cache. Thread-safe progress via `on_bytes`."""
+
+    def __init__(self, *, cache_dir: Path, state_dir: Path, endpoint: str, repo_type: str, repo_id: str,
+                 commit: str, file: RemoteFile, token: str | None, connections: int, client: httpx2.Client,
+                 on_bytes: Callable[[int], None] = lambda n: None) -> None:
+        folder = repo_folder_name(repo_type, repo_id)
+        self.file = file
+        self.url = resolve_url(endpoint, repo_type, repo_id, commit, file.path)
+        self.blob = cache_dir / folder / "blobs" / file.etag
+        self.partial = self.blob.with_name(file.etag + ".incomplete")
+        self.link = cache_dir / folder / "snapshots" / commit / file.path
+        self.state_file = state_dir / "transfers" / folder / f"{file.etag}.json"
+        self.lock_file = cache_dir / ".locks" / folder / f"{file.etag}.lock"
+        # identity: the hash is over the file's bytes, not a compressed transfer of them
+        self.headers = {"Accept-Encoding": "identity"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        self.connections = max(1, connections)
+        self.client = client
+        self.on_bytes = on_bytes
+        self.fetched = 0
+        self._count_lock = threading.Lock()
+
+    # -- state ------------------------------------------------------------------------------------
+    def load_state(self, chunk: int) -> set[int]:
+        """Chunks already on disk from an earlier run, if that run matches this file."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            if (state["etag"], state["size"], state["chunk"]) == (self.file.etag, self.file.size, chunk) \
+                    and self.partial.stat().st_size == self.file.size:
+                return set(state["done"])
+        except (OSError, ValueError, KeyError):
+            pass
+        return set()
+
+    def save_state(self, chunk: int, done: set[int]) -> None:
+        atomic.write_json(self.state_file, {"etag": self.file.etag, "size": self.file.size, "chunk": chunk,
+                                            "done": sorted(done)})
+
+    def discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+
+    # -- the download -----------------------------------------------------------------------------
+    def run(self, lock_timeout: float) -> int:
+        """Fetch, check and publish the file; return the bytes fetched over the network."""
+        from filelock import FileLock, Timeout
+
+        atomic.make_dirs(self.lock_file.parent)
+        try:
+            with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
+                if not self.blob.exists():
+                    self._download()
+                self._link()
+        except Timeout:
+            raise TransientError(f"timed out waiting for the blob lock {self.lock_file}") from None
+        return self.fetched
+
+    def _link(self) -> None:
+        atomic.symlink(atomic.relative_target(self.blob, self.link), self.link)
+
+    def _download(self) -> None:
+        size = self.file.size
+        chunk = chunk_size_for(size, self.connections)
+        count = max(1, -(-size // chunk))
+        done = self.load_state(chunk)
+        if not done:
+            self.discard()
+        atomic.make_dirs(self.partial.parent)
+        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.ftruncate(fd, size)
+            if size == 0 or (self.connections == 1 and not done):
+                hasher = self._single_stream(fd)
+            else:
+                hasher = self._parallel(fd, chunk, count, done)
+            if hasher is None:  # the server ignored Range: we streamed it whole
+                hasher = self._single_stream(fd)
+            self._check(fd, hasher)
+        finally:
+            os.close(fd)
+        os.replace(self.partial, self.blob)
+        self.state_file.unlink(missing_ok=True)
+
+    def _check(self, fd: int, hasher: _Hasher) -> None:
+        hasher.advance(fd, self.file.size)
+        got = hasher.digest.hexdigest()
+        if os.fstat(fd).st_size != self.file.size or got != self.file.etag:
+            self.discard()
+            raise ContentMismatch(
+                f"{self.file.path}: received bytes do not match the etag ({self.file.algorithm} {got[:12]} "
+                f"!= {self.file.etag[:12]}); deleted, will fetch again"
+            )
+
+    def _get(self, start: int | None = None, end: int | None = None):
+        headers = dict(self.headers)
+        if start is not None:
+            headers["Range"] = f"bytes={start}-{end}"
+        request = self.client.build_request("GET", self.url, headers=headers)
+        response = self.client.send(request, stream=True, follow_redirects=True)
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            raise httpx2.HTTPStatusError(f"{response.status_code} for {self.file.path}", request=request,
+                                         response=response)
+        return response
+
+    def _write_stream(self, fd: int, response, offset: int, length: int | None, hasher: _Hasher | None) -> int:
+        """Write a response body at `offset`; return the bytes written. Raises on a short body."""
+        written = 0
+        for data in response.iter_raw(READ_SIZE):
+            if length is not None and written + len(data) > length:
+                raise TransientError(f"{self.file.path}: server sent more than the {length} bytes asked for")
+            os.pwrite(fd, data, offset + written)
+            if hasher is not None:
+                hasher.digest.update(data)
+            written += len(data)
+            with self._count_lock:
+                self.fetched += len(data)
+            self.on_bytes(len(data))
+        if length is not None and written != length:
+            raise TransientError(f"{self.file.path}: body cut short at {written} of {length} bytes")
+        return written
+
+    def _single_stream(self, fd: int) -> _Hasher:
+        """One GET of the whole file, hashed as it is written."""
+        hasher = _Hasher(self.file)
+        with contextlib.closing(self._get()) as response:
+            self._write_stream(fd, response, 0, self.file.size, hasher)
+        hasher.offset = self.file.size
+        return hasher
+
+    def _parallel(self, fd: int, chunk: int, count: int, done: set[int]) -> _Hasher | None:
+        """Fetch the missing chunks over several connections; None if the server ignores Range."""
+        todo: queue.Queue[int] = queue.Queue()
+        for index in range(count):
+            if index not in done:
+                todo.put(index)
+        finished: queue.Queue[tuple[int, BaseException | None]] = queue.Queue()
+        stop = threading.Event()
+        bounds = lambda i: (i * chunk, min(self.file.size, (i + 1) * chunk) - 1)  # noqa: E731
+
+        # Probe with the first missing chunk: a 200 means Range is ignored, and the body is the whole file.
+        if not todo.empty():
+            first = todo.get()
+            start, end = bounds(first)
+            response = self._get(start, end)
+            if response.status_code == 200:
+                response.close()
+                self.discard()
+                os.ftruncate(fd, self.file.size)
+                return None
+            with contextlib.closing(response):
+                self._write_stream(fd, response, start, end - start + 1, None)
+            done.add(first)
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                start, end = bounds(index)
+                try:
+                    with contextlib.closing(self._get(start, end)) as response:
+                        if response.status_code != 206:
+                            raise TransientError(f"{self.file.path}: expected 206, got {response.status_code}")
+                        self._write_stream(fd, response, start, end - start + 1, None)
+                    finished.put((index, None))
+                except BaseException as error:  # noqa: BLE001 - handed to the coordinating thread
+                    finished.put((index, error))
+                    return
+
+        threads = [threading.Thread(target=worker, name="preloader-range", daemon=True)
+                   for _ in range(min(self.connections, todo.qsize()))]
+        for thread in threads:
+            thread.start()
+        hasher = _Hasher(self.file)
+        saved = time.monotonic()
+        error: BaseException | None = None
+        try:
+            # Until every worker has exited and reported: each reports each chunk it finished or failed.
+            while any(t.is_alive() for t in threads) or not finished.empty():
+                try:
+                    index, failure = finished.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if failure is not None:
+                    error = error or failure
+                    stop.set()
+                    continue
+                done.add(index)
+                contiguous = hasher.offset // chunk
+                while contiguous in done and contiguous < count:
+                    contiguous += 1
+                hasher.advance(fd, min(self.file.size, contiguous * chunk))
+                if time.monotonic() - saved > STATE_EVERY:
+                    self.save_state(chunk, done)
+                    saved = time.monotonic()
+        finally:
+            stop.set()
+            self.save_state(chunk, done)
+        if error is not None:
+            raise error
+        return hasher
+
+
+def make_client(connections: int, timeout: float = 30.0) -> httpx2.Client:
+    """An HTTP client for ranged downloads: env proxies honoured, redirects followed (auth dropped cross-host)."""
+    from . import __version__
+
+    return httpx2.Client(
+        timeout=httpx2.Timeout(timeout, connect=10.0),
+        limits=httpx2.Limits(max_connections=connections * 2, max_keepalive_connections=connections * 2),
+        headers={"User-Agent": f"preloader/{__version__}"},
+        follow_redirects=True,
+    )
+
