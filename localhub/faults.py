@@ -130,3 +130,22 @@ class WrongBytes(Action):
     def body(self, ex, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             yield bytes(b ^ 0xFF for b in chunk)
+
+
+class Drip(Action):
+    """Send the body slowly: ``rate`` bytes per second in small pieces."""
+
+    def __init__(self, rate: int, times: int | None = None):
+        super().__init__(times)
+        self.rate = rate
+
+    def body(self, ex, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        piece = max(1, self.rate // 20)
+        for chunk in chunks:
+            for i in range(0, len(chunk), piece):
+                yield chunk[i:i + piece]
+                if ex.wait(piece / self.rate):
+                    return
+
+    def __repr__(self) -> str:
+        return f"Drip({self.rate}, times={self.times}, fired={self.fired})"

@@ -250,6 +250,13 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     )
     r.commit("initial second model", 0)
 
+    # org/big-model: one 12 MiB LFS file, big enough for several 1 MiB ranges, so resume and
+    # multi-connection transfers can be seen; plus a small config.
+    r = _Repo(m, "model", "org/big-model", lfs)
+    r.write({**attrs, "config.json": b'{"model_type": "blob"}\n',
+             "model.safetensors": np.random.default_rng(3).bytes(12 * 1024 * 1024)})
+    r.commit("big weights", 0)
+
     # org/tiny-data: v1.0 == first commit; main changes train; dev changes test.
     r = _Repo(m, "dataset", "org/tiny-data", lfs)
     rows = [{"id": n, "text": f"example {n}", "label": n % 2} for n in range(8)]

@@ -82,8 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.rec.body_bytes -= len(data)
             raise
 
-    def wait(self, seconds: float) -> None:
-        self.server.hub._stopping.wait(seconds)
+    def wait(self, seconds: float) -> bool:
+        """Sleep `seconds`; True if the proxy is stopping (the caller should give up)."""
+        return self.server.hub._stopping.wait(seconds)
 
     # -- the proxy -------------------------------------------------------------
     def _proxy(self) -> None:

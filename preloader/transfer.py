@@ -158,8 +158,6 @@ class Transfer:
                 hasher = self._single_stream(fd)
             else:
                 hasher = self._parallel(fd, chunk, count, done)
-            if hasher is None:  # the server ignored Range: we streamed it whole
-                hasher = self._single_stream(fd)
             self._check(fd, hasher)
         finally:
             os.close(fd)
@@ -214,8 +212,8 @@ class Transfer:
         hasher.offset = self.file.size
         return hasher
 
-    def _parallel(self, fd: int, chunk: int, count: int, done: set[int]) -> _Hasher | None:
-        """Fetch the missing chunks over several connections; None if the server ignores Range."""
+    def _parallel(self, fd: int, chunk: int, count: int, done: set[int]) -> _Hasher:
+        """Fetch the missing chunks over several connections; one stream if the server ignores Range."""
         todo: queue.Queue[int] = queue.Queue()
         for index in range(count):
             if index not in done:
@@ -229,11 +227,13 @@ class Transfer:
             first = todo.get()
             start, end = bounds(first)
             response = self._get(start, end)
-            if response.status_code == 200:
-                response.close()
-                self.discard()
-                os.ftruncate(fd, self.file.size)
-                return None
+            if response.status_code == 200:  # Range ignored: this body is the whole file, use it
+                self.state_file.unlink(missing_ok=True)
+                hasher = _Hasher(self.file)
+                with contextlib.closing(response):
+                    self._write_stream(fd, response, 0, self.file.size, hasher)
+                hasher.offset = self.file.size
+                return hasher
             with contextlib.closing(response):
                 self._write_stream(fd, response, start, end - start + 1, None)
             done.add(first)

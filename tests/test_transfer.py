@@ -1,0 +1,189 @@
+"""Fast, resumable, checked transfers: real olah behind our proxy, which honours Range like the hub's CDN."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, preloader_env, run_preloader
+
+BIG = "org/big-model"
+SIZE = 12 * 1024 * 1024
+PARALLEL = {"PRELOADER_PARALLEL_THRESHOLD": "1MiB", "PRELOADER_CONNECTIONS": "4"}
+
+
+def big_blob(cache: Path, mirrors) -> bytes:
+    commit = mirrors.sha("model", BIG, "main")
+    return (cache / "models--org--big-model" / "snapshots" / commit / "model.safetensors").read_bytes()
+
+
+def weight_gets(hub):
+    return [r for r in hub.requests(method="GET", path_contains="/big-model/resolve/")
+            if r.path.endswith("model.safetensors")]
+
+
+def test_multi_connection_download_uses_ranges_and_lands_in_the_hub_layout(hub, mirrors, cache):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, **PARALLEL)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    gets = weight_gets(hub)
+    assert len(gets) > 4 and {r.status for r in gets} == {206}
+    assert all(r.request_headers.get("range", "").startswith("bytes=") for r in gets)
+    assert sum(r.body_bytes for r in gets) == SIZE  # every byte once
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+    # The ordinary cache layout: a blob named by its sha256, a relative snapshot link.
+    import hashlib
+
+    data = mirrors.files("model", BIG, "main")["model.safetensors"]
+    blob = cache / "models--org--big-model" / "blobs" / hashlib.sha256(data).hexdigest()
+    assert blob.is_file()
+    link = cache / "models--org--big-model" / "snapshots" / mirrors.sha("model", BIG, "main") / "model.safetensors"
+    assert os.readlink(link) == f"../../blobs/{blob.name}"
+    from huggingface_hub import hf_hub_download, scan_cache_dir
+
+    assert scan_cache_dir(cache).warnings == []
+    assert hf_hub_download(BIG, "model.safetensors", cache_dir=cache, local_files_only=True) == str(link)
+    leftovers = [p for p in cache.rglob("*") if p.name.endswith(".incomplete")]
+    assert leftovers == [] and not list((cache.parent / "preloader" / "transfers").rglob("*.json"))
+
+
+def test_server_ignoring_range_falls_back_to_one_stream(hub, mirrors, cache):
+    from localhub import IgnoreRange
+
+    hub.add_rule(lambda m, p: m == "GET" and "/big-model/resolve/" in p, IgnoreRange(times=None))
+    proc = run_preloader(["run"], preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, **PARALLEL))
+    assert proc.returncode == 0, proc.stderr
+    gets = weight_gets(hub)
+    assert [r.status for r in gets] == [200]
+    assert gets[0].body_bytes == SIZE
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_kill_9_mid_file_then_resume_fetches_only_the_rest(hub, mirrors, cache):
+    from localhub import Drip
+
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, **PARALLEL)
+    drip = hub.add_rule(lambda m, p: m == "GET" and p.endswith("/big-model/resolve/" + mirrors.sha(
+        "model", BIG, "main") + "/model.safetensors") or (m == "GET" and "big-model/resolve" in p
+                                                          and p.endswith("model.safetensors")), Drip(2_000_000))
+    proc = subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while sum(r.body_bytes for r in weight_gets(hub)) < SIZE // 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.6)  # let the chunk map be saved (every 0.5 s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = sum(r.body_bytes for r in weight_gets(hub))
+    assert first < SIZE
+    partial = list((cache / "models--org--big-model" / "blobs").glob("*.incomplete"))
+    assert len(partial) == 1
+    assert not list((cache.parent / "preloader" / "complete").rglob("*.json"))  # never marked complete
+    commit = mirrors.sha("model", BIG, "main")
+    assert not (cache / "models--org--big-model" / "snapshots" / commit / "model.safetensors").exists()
+
+    hub.remove_rule(drip)
+    hub.reset()
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    second = sum(r.body_bytes for r in weight_gets(hub))
+    assert second <= SIZE - first + 4 * 1024 * 1024  # at most the chunks in flight at the kill again
+    assert second < SIZE * 0.75
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+    assert not list((cache / "models--org--big-model" / "blobs").glob("*.incomplete"))
+
+
+@pytest.mark.parametrize("extra", [PARALLEL, {}], ids=["parallel", "single"])
+def test_wrong_bytes_are_caught_retried_and_never_published(hub, mirrors, cache, extra):
+    from localhub import WrongBytes
+
+    rule = hub.add_rule(lambda m, p: m == "GET" and p.endswith("/config.json") or
+                        (m == "GET" and p.endswith("model.safetensors") and "big-model" in p), WrongBytes(times=1))
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_RETRIES="3", **extra)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert rule.action.fired == 1
+    assert "do not match the etag" in proc.stderr and "warning: retry" in proc.stderr
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_wrong_bytes_every_time_fail_without_publishing(hub, mirrors, cache):
+    from localhub import WrongBytes
+
+    hub.add_rule(lambda m, p: m == "GET" and p.endswith("/config.json"), WrongBytes(times=None))
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_RETRIES="2")
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 75
+    blobs = cache / "models--org--big-model" / "blobs"
+    import hashlib
+
+    good = mirrors.files("model", BIG, "main")["config.json"]
+    git_id = hashlib.sha1(b"blob %d\0" % len(good) + good).hexdigest()
+    assert not (blobs / git_id).exists()
+    assert not list((cache.parent / "preloader" / "complete").rglob("*.json"))
+
+
+def test_hub_transfer_mode_uses_huggingface_hub(hub, mirrors, cache):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_TRANSFER="hub")
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert hub.count(method="HEAD", path_contains="/big-model/resolve/") >= 2  # huggingface_hub's HEAD per file
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_disk_space_preflight_exits_74_before_writing(hub, mirrors, cache):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_MIN_FREE="100000T")
+    proc = run_preloader(["run", "--", "true"], env)
+    assert proc.returncode == 74
+    needed = sum(len(c) for c in mirrors.files("model", BIG, "main").values())
+    assert "not enough space" in proc.stderr and f"needs {needed:,} bytes" in proc.stderr
+    assert hub.file_gets() == {}
+    assert not (cache / "models--org--big-model" / "blobs").exists() or not any(
+        (cache / "models--org--big-model" / "blobs").iterdir())
+
+
+def test_disk_full_on_a_small_tmpfs(hub, mirrors, tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if rc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {rc.stderr.decode().strip()}")
+    try:
+        cache = mount / "hub"
+        env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_MIN_FREE="1MiB")
+        proc = run_preloader(["run", "--", "true"], env)
+        assert proc.returncode == 74
+        assert "not enough space" in proc.stderr
+        assert hub.file_gets() == {}
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_progress_lines_off_a_tty(hub, mirrors, cache, monkeypatch):
+    from localhub import Drip
+
+    hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith("model.safetensors"),
+                 Drip(3_000_000))
+    monkeypatch.setattr("preloader.progress.LOG_EVERY", 0.5)
+    import preloader
+    from preloader import logs
+
+    logs.setup()
+    lines = []
+    import logging
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append((record.msg, getattr(record, "fields", {})))
+
+    logging.getLogger("preloader").addHandler(Capture())
+    preloader.preload(models=BIG, cache_dir=cache, endpoint=hub.url, retries=1)
+    progress = [fields for msg, fields in lines if msg == "progress"]
+    assert progress and progress[-1]["repo"] == BIG
+    assert {"bytes", "of", "rate", "eta"} <= set(progress[-1])
