@@ -94,15 +94,19 @@ def _entry(path: Path, name: str, info: object, data_len: int) -> TensorEntry:
     return TensorEntry(name, dtype, tuple(shape), begin, end)
 
 
-def read_header(path: Path) -> SafetensorsHeader:
-    """Parse a safetensors header (u64 little-endian length, then JSON) and check it against the file."""
-    path = Path(path)
+def _refuse_other_formats(path: Path) -> None:
+    # By name, before opening: a pickle file is never even opened here.
     if not path.name.lower().endswith(SAFETENSORS_SUFFIX):
-        # Checked before opening: a pickle file is never even opened here.
         raise UnavailableError(
             f"{path.name} is not a safetensors file: GPU warming loads only *.safetensors "
             "(pickle-based weights are never unpickled); use --warm page-cache for it"
         )
+
+
+def read_header(path: Path) -> SafetensorsHeader:
+    """Parse a safetensors header (u64 little-endian length, then JSON) and check it against the file."""
+    path = Path(path)
+    _refuse_other_formats(path)
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
@@ -362,6 +366,8 @@ def warm_gpu(
     paths = [Path(p) for p in paths]
     if dtype is not None and dtype not in TARGET_SIZES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(TARGET_SIZES)} or None")
+    for path in paths:
+        _refuse_other_formats(path)
     torch = _import_torch()
     target, device_name = _open_device(torch, device)
     cuda = target.type == "cuda"
