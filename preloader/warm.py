@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import resource
@@ -103,15 +104,41 @@ def parse_dtype(text: str | None, *, source: str | None = None) -> str | None:
 
 
 def weight_files(snapshot_dir: Path, *, safetensors_only: bool = False) -> list[Path]:
-    """The weight files of a snapshot, sorted; one entry per blob when two names link to it."""
+    """The weight files of a snapshot, sorted; one entry per blob when two names link to it.
+
+    With `safetensors_only` (the GPU's set), a folder with a `*.safetensors.index.json` gives
+    only the shards its weight map names: repos that also ship the same weights in another
+    layout (Mistral's consolidated.safetensors) would otherwise count twice against GPU memory.
+    """
+    snapshot_dir = Path(snapshot_dir)
     suffixes = (SAFETENSORS_SUFFIX,) if safetensors_only else WEIGHT_SUFFIXES
     found: dict[Path, Path] = {}
-    for path in sorted(Path(snapshot_dir).rglob("*")):
+    indexed: dict[Path, set[str] | None] = {}
+    for path in sorted(snapshot_dir.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(snapshot_dir).parts):
             continue
-        if path.name.lower().endswith(suffixes) and path.is_file():
-            found.setdefault(path.resolve(), path)
+        if not (path.name.lower().endswith(suffixes) and path.is_file()):
+            continue
+        if safetensors_only:
+            if path.parent not in indexed:
+                indexed[path.parent] = _indexed_shards(path.parent)
+            shards = indexed[path.parent]
+            if shards is not None and path.name not in shards:
+                continue
+        found.setdefault(path.resolve(), path)
     return list(found.values())
+
+
+def _indexed_shards(folder: Path) -> set[str] | None:
+    """File names the folder's safetensors index files map weights to; None without an index."""
+    shards: set[str] | None = None
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+        except (OSError, ValueError, AttributeError):
+            continue  # a damaged index: warm every file rather than guess
+        shards = (shards or set()) | {str(name) for name in weight_map.values()}
+    return shards
 
 
 # --- page cache -----------------------------------------------------------------------------

@@ -141,12 +141,16 @@ def test_weight_files_picks_weights_once_per_blob(tmp_path):
     for name, blob in links.items():
         (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
         (snapshot / name).symlink_to(os.path.relpath(blobs / blob, (snapshot / name).parent))
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     names = lambda paths: [str(p.relative_to(snapshot)) for p in paths]  # noqa: E731
     assert names(weight_files(snapshot)) == [
         "consolidated.safetensors", "model-00002-of-00002.safetensors", "pytorch_model.bin", "unet/diffusion.safetensors",
     ]
+    # For the GPU: what the index maps (not consolidated.safetensors, the same weights again);
+    # a folder without an index gives every file.
     assert names(weight_files(snapshot, safetensors_only=True)) == [
-        "consolidated.safetensors", "model-00002-of-00002.safetensors", "unet/diffusion.safetensors",
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "unet/diffusion.safetensors",
     ]
 
 
