@@ -388,3 +388,34 @@ def test_compose_entrypoint_pattern_execs_app_and_docker_stop_reaches_it(make_st
     assert "app: SIGTERM received, shutting down" in logs(app)
     assert inspect(app)["State"]["ExitCode"] == 0  # the app's own exit code, through tini
     assert elapsed < 10, f"took {elapsed:.1f} s: the SIGTERM did not reach the app"
+
+
+# -- docker/README.md's vLLM example ---------------------------------------------------------------------------
+
+
+def readme_vllm_entrypoint() -> list[str]:
+    """The ENTRYPOINT of the vLLM example Dockerfile in docker/README.md, as the JSON list it is."""
+    text = (ROOT / "docker" / "README.md").read_text()
+    block = text.split("FROM ${VLLM_IMAGE}", 1)[1].split("```", 1)[0]
+    line = block.split("ENTRYPOINT ", 1)[1].split("\nCMD", 1)[0].replace("\\\n", "")
+    return json.loads(line)
+
+
+def test_readme_vllm_example_serves_the_preloaded_snapshot(images, hub, mirrors, tmp_path):
+    entrypoint = readme_vllm_entrypoint()
+    assert entrypoint[:5] == ENTRYPOINT
+    # A stand-in `vllm` that prints its arguments: the example's quoting is what is under test.
+    stub = tmp_path / "vllm"
+    stub.write_text("#!/bin/sh\nexec python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\"\n")
+    stub.chmod(0o755)
+    proc = podman_run(
+        images["preloader"], "--max-model-len", "4096",
+        env={"RUNPOD_HUGGINGFACE_MODEL": "org/tiny-model:main, org/second-model", "HF_ENDPOINT": hub.url},
+        options=["--entrypoint", json.dumps(entrypoint), "-v", f"{stub}:/usr/local/bin/vllm:ro"],
+    )
+    assert proc.returncode == 0, proc.stderr
+    commit = mirrors.sha("model", MODEL, "main")
+    assert json.loads(proc.stdout.splitlines()[-1]) == [
+        "serve", f"/cache/hub/models--org--tiny-model/snapshots/{commit}",
+        "--served-model-name", "org/tiny-model", "--max-model-len", "4096",
+    ]
