@@ -143,8 +143,9 @@ class Drip(Action):
         piece = max(1, self.rate // 20)
         for chunk in chunks:
             for i in range(0, len(chunk), piece):
-                yield chunk[i:i + piece]
-                if ex.wait(piece / self.rate):
+                part = chunk[i:i + piece]
+                yield part
+                if ex.wait(len(part) / self.rate):
                     return
 
     def __repr__(self) -> str:

@@ -32,9 +32,9 @@ from .errors import TransientError
 from .layout import repo_folder_name
 
 MIB = 1024 * 1024
-READ_SIZE = 1 * MIB
+READ_SIZE = 256 * 1024  # also the grain of resume: progress is counted per read
 HASH_BLOCK = 8 * MIB
-STATE_EVERY = 0.5  # seconds between saves of the chunk map: a kill -9 loses at most this much progress
+STATE_EVERY = 0.2  # seconds between saves of the range map: a kill -9 loses at most this much progress
 
 
 class ContentMismatch(TransientError):
@@ -106,20 +106,23 @@ class Transfer:
         self._count_lock = threading.Lock()
 
     # -- state ------------------------------------------------------------------------------------
-    def load_state(self, chunk: int) -> set[int]:
-        """Chunks already on disk from an earlier run, if that run matches this file."""
+    def load_state(self, chunk: int) -> tuple[set[int], dict[int, int]]:
+        """What an earlier run left on disk, if it was this file: whole chunks, and bytes into others."""
         try:
             state = json.loads(self.state_file.read_text())
             if (state["etag"], state["size"], state["chunk"]) == (self.file.etag, self.file.size, chunk) \
                     and self.partial.stat().st_size == self.file.size:
-                return set(state["done"])
-        except (OSError, ValueError, KeyError):
+                return set(state["done"]), {int(k): int(v) for k, v in state["partial"].items()}
+        except (OSError, ValueError, KeyError, AttributeError):
             pass
-        return set()
+        return set(), {}
 
-    def save_state(self, chunk: int, done: set[int]) -> None:
-        atomic.write_json(self.state_file, {"etag": self.file.etag, "size": self.file.size, "chunk": chunk,
-                                            "done": sorted(done)})
+    def save_state(self, chunk: int, done: set[int], partial: dict[int, int]) -> None:
+        """Bytes are pwritten before they are counted here, so the map never claims more than is on disk."""
+        atomic.write_json(self.state_file, {
+            "etag": self.file.etag, "size": self.file.size, "chunk": chunk, "done": sorted(done),
+            "partial": {str(k): v for k, v in dict(partial).items() if v and k not in done},
+        })
 
     def discard(self) -> None:
         self.partial.unlink(missing_ok=True)
@@ -147,8 +150,8 @@ class Transfer:
         size = self.file.size
         chunk = chunk_size_for(size, self.connections)
         count = max(1, -(-size // chunk))
-        done = self.load_state(chunk)
-        if not done:
+        done, partial = self.load_state(chunk)
+        if not done and not partial:
             self.discard()
         atomic.make_dirs(self.partial.parent)
         fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
@@ -157,7 +160,7 @@ class Transfer:
             if size == 0 or (self.connections == 1 and not done):
                 hasher = self._single_stream(fd)
             else:
-                hasher = self._parallel(fd, chunk, count, done)
+                hasher = self._parallel(fd, chunk, count, done, partial)
             self._check(fd, hasher)
         finally:
             os.close(fd)
@@ -187,7 +190,8 @@ class Transfer:
                                          response=response)
         return response
 
-    def _write_stream(self, fd: int, response, offset: int, length: int | None, hasher: _Hasher | None) -> int:
+    def _write_stream(self, fd: int, response, offset: int, length: int | None, hasher: _Hasher | None,
+                      on_write: Callable[[int], None] | None = None) -> int:
         """Write a response body at `offset`; return the bytes written. Raises on a short body."""
         written = 0
         for data in response.iter_raw(READ_SIZE):
@@ -197,6 +201,8 @@ class Transfer:
             if hasher is not None:
                 hasher.digest.update(data)
             written += len(data)
+            if on_write is not None:
+                on_write(written)
             with self._count_lock:
                 self.fetched += len(data)
             self.on_bytes(len(data))
@@ -212,21 +218,33 @@ class Transfer:
         hasher.offset = self.file.size
         return hasher
 
-    def _parallel(self, fd: int, chunk: int, count: int, done: set[int]) -> _Hasher:
-        """Fetch the missing chunks over several connections; one stream if the server ignores Range."""
+    def _parallel(self, fd: int, chunk: int, count: int, done: set[int], partial: dict[int, int]) -> _Hasher:
+        """Fetch the missing chunks over several connections; one stream if the server ignores Range.
+
+        `partial` maps a chunk to the bytes of it already on disk; it is updated as bytes land.
+        """
         todo: queue.Queue[int] = queue.Queue()
         for index in range(count):
             if index not in done:
                 todo.put(index)
         finished: queue.Queue[tuple[int, BaseException | None]] = queue.Queue()
         stop = threading.Event()
-        bounds = lambda i: (i * chunk, min(self.file.size, (i + 1) * chunk) - 1)  # noqa: E731
+
+        def fetch_chunk(index: int, response=None) -> None:
+            first = index * chunk + partial.get(index, 0)
+            last = min(self.file.size, (index + 1) * chunk) - 1
+            response = response or self._get(first, last)
+            with contextlib.closing(response):
+                if response.status_code != 206:
+                    raise TransientError(f"{self.file.path}: expected 206, got {response.status_code}")
+                already = partial.get(index, 0)
+                self._write_stream(fd, response, first, last - first + 1, None,
+                                   on_write=lambda n: partial.__setitem__(index, already + n))
 
         # Probe with the first missing chunk: a 200 means Range is ignored, and the body is the whole file.
         if not todo.empty():
-            first = todo.get()
-            start, end = bounds(first)
-            response = self._get(start, end)
+            index = todo.get()
+            response = self._get(index * chunk + partial.get(index, 0), min(self.file.size, (index + 1) * chunk) - 1)
             if response.status_code == 200:  # Range ignored: this body is the whole file, use it
                 self.state_file.unlink(missing_ok=True)
                 hasher = _Hasher(self.file)
@@ -234,9 +252,10 @@ class Transfer:
                     self._write_stream(fd, response, 0, self.file.size, hasher)
                 hasher.offset = self.file.size
                 return hasher
-            with contextlib.closing(response):
-                self._write_stream(fd, response, start, end - start + 1, None)
-            done.add(first)
+            todo.put(index)
+            probe = {index: response}
+        else:
+            probe = {}
 
         def worker() -> None:
             while not stop.is_set():
@@ -244,12 +263,8 @@ class Transfer:
                     index = todo.get_nowait()
                 except queue.Empty:
                     return
-                start, end = bounds(index)
                 try:
-                    with contextlib.closing(self._get(start, end)) as response:
-                        if response.status_code != 206:
-                            raise TransientError(f"{self.file.path}: expected 206, got {response.status_code}")
-                        self._write_stream(fd, response, start, end - start + 1, None)
+                    fetch_chunk(index, probe.pop(index, None))
                     finished.put((index, None))
                 except BaseException as error:  # noqa: BLE001 - handed to the coordinating thread
                     finished.put((index, error))
@@ -268,22 +283,24 @@ class Transfer:
                 try:
                     index, failure = finished.get(timeout=0.1)
                 except queue.Empty:
-                    continue
+                    index, failure = None, None
                 if failure is not None:
                     error = error or failure
                     stop.set()
-                    continue
-                done.add(index)
-                contiguous = hasher.offset // chunk
-                while contiguous in done and contiguous < count:
-                    contiguous += 1
-                hasher.advance(fd, min(self.file.size, contiguous * chunk))
+                elif index is not None:
+                    done.add(index)
+                    contiguous = hasher.offset // chunk
+                    while contiguous in done and contiguous < count:
+                        contiguous += 1
+                    hasher.advance(fd, min(self.file.size, contiguous * chunk))
                 if time.monotonic() - saved > STATE_EVERY:
-                    self.save_state(chunk, done)
+                    self.save_state(chunk, done, partial)
                     saved = time.monotonic()
         finally:
             stop.set()
-            self.save_state(chunk, done)
+            for response in probe.values():
+                response.close()
+            self.save_state(chunk, done, partial)
         if error is not None:
             raise error
         return hasher
