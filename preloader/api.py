@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import records
 from .config import DEFAULT_ENDPOINT, Settings, default_state_dir
-from .engine import Preloader, PreloadResult, wait_ready
+from .engine import Preloader, PreloadResult, layout_for, local_commit, missing_detail, wait_ready
 from .spec import RepoSpec, dedupe, parse_specs
 
 Specs = str | Iterable[str | RepoSpec] | None
@@ -87,3 +88,36 @@ def wait(
 ) -> list[PreloadResult]:
     """Block until another process has preloaded these repos into the cache; TransientError at `timeout`."""
     return wait_ready(settings_for(models, datasets, **options), timeout=timeout)
+
+
+def warm_results(results: Iterable[PreloadResult], warm: str, *, dtype: str | None = None,
+                 lock: bool = False, source: str | None = None) -> list:
+    """Warm every model among `results` as `warm` says (none, page-cache, gpu[:N]); one WarmReport per model."""
+    from .warm import parse_warm, warm_snapshot
+
+    mode = parse_warm(warm, source=source)
+    if mode.kind == "none":
+        return []
+    return [warm_snapshot(r.path, mode, repo=r.repo_id, dtype=dtype, lock=lock)
+            for r in results if r.repo_type == "model"]
+
+
+def warm(models: Specs = None, *, mode: str = "page-cache", dtype: str | None = None, lock: bool = False,
+         **options) -> list:
+    """Warm models already complete in the cache (no network): page cache or GPU. One WarmReport each.
+
+    Raises NotFoundError (66) for a model that is not complete in the cache.
+    """
+    from .errors import NotFoundError
+
+    settings = settings_for(models, None, **options)
+    layout = layout_for(settings)
+    results = []
+    for spec in settings.models:
+        commit = local_commit(layout, spec)
+        if commit is None or not records.is_complete(layout, spec, commit):
+            raise NotFoundError(f"{spec} is not complete in the cache {settings.cache_dir}: "
+                                + missing_detail(layout, spec, commit) + "; run `preloader run` first")
+        results.append(PreloadResult(spec.repo_type, spec.repo_id, spec.revision, commit,
+                                     layout.snapshot_dir(spec, commit), None, 0, 0, 0, 0.0, "cache"))
+    return warm_results(results, mode, dtype=dtype, lock=lock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 
@@ -14,6 +15,7 @@ from .config import OPTIONS, Settings, debug_requested
 from .errors import Aborted, PreloaderError
 
 SETTINGS_HELP = "Every option also reads an env var (shown in brackets); flags win."
+logger = logging.getLogger("preloader.cli")
 
 
 CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "log_format", "log_level", "debug")
@@ -111,16 +113,47 @@ def run(command, **flags):
         preloader run --model org/model:main -- python serve.py --port 8000
     """
     from . import handoff, signals
+    from .api import warm_results
     from .engine import Preloader
+    from .warm import parse_warm
 
     settings = load_settings(flags)
+    mode = parse_warm(settings.warm, source="PRELOADER_WARM")
+    if mode.kind == "gpu":  # fail before downloading anything, not after
+        from .warm_gpu import require_device
+
+        require_device(mode.device)
+    lock = settings.warm_lock and mode.kind == "page-cache"
+    if settings.warm_lock and command:
+        logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
+        lock = False
     signals.install(settings.timeout)
     results = Preloader(settings, progress=sys.stderr.isatty()).run()
+    warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
     signals.uninstall()
     if not command:
+        if lock:
+            hold_until_stopped()
         return
     manifest = handoff.write_manifest(settings, results)
     handoff.exec_service(command, handoff.service_env(os.environ, settings, results, manifest))
+
+
+def hold_until_stopped() -> None:
+    """Sidecar with --warm-lock: keep the locked pages resident until SIGTERM/SIGINT, then exit 0."""
+    import signal
+    import threading
+
+    from .warm import locked_bytes, release_locks
+
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    logs.event(logger, "warm.holding", locked=locked_bytes())
+    logs.flush()
+    while not stopped.wait(1.0):
+        pass
+    release_locks()
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
@@ -175,6 +208,27 @@ def cache_layout(settings: Settings):
     from .layout import Layout
 
     return Layout(settings.cache_dir, settings.state_dir, settings.link_root)
+
+
+@cli.command(name="warm")
+@settings_options(names=CACHE_SETTINGS + ("warm", "warm_lock", "dtype"))
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@reports_errors
+def warm_command(specs, **flags):
+    """Warm models already in the cache (no network): --warm page-cache (default here) or gpu[:N].
+
+    Logs bytes, seconds, GB/s and the device per repo. With --warm-lock (page
+    cache), stays up holding the pages until SIGTERM.
+    """
+    from .api import warm
+    from .spec import parse_specs
+
+    settings = load_settings(flags)
+    mode = "page-cache" if settings.warm == "none" else settings.warm  # "none" means nothing to do here
+    reports = warm(list(parse_specs(list(specs), "model")), mode=mode, dtype=settings.dtype,
+                   lock=settings.warm_lock, cache_dir=settings.cache_dir, state_dir=settings.state_dir)
+    if settings.warm_lock and any(r and r.locked_bytes for r in reports):
+        hold_until_stopped()
 
 
 @cli.command(name="ls")

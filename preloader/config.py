@@ -84,6 +84,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
            "Free space to leave on the cache volume; exit 74 before downloading if it would not fit.",
            default="1GiB", kind="size"),
+    Option("warm", "PRELOADER_WARM", "--warm",
+           "After the preload, warm each model: none, page-cache (read into RAM) or gpu[:N] "
+           "(load every safetensors tensor onto CUDA device N, check it fits, free it).",
+           default="none", kind="warm"),
+    Option("warm_lock", "PRELOADER_WARM_LOCK", "--warm-lock",
+           "With --warm page-cache and no command: mlock the weights and stay up holding them until SIGTERM.",
+           default="0", kind="bool"),
+    Option("dtype", "PRELOADER_DTYPE", "--dtype",
+           "With --warm gpu: cast tensors on the device to float16, bfloat16 or float32.",
+           default="none", kind="choice", choices=("none", "float16", "bfloat16", "float32")),
     Option("offline", "PRELOADER_OFFLINE", "--offline",
            "Cache only: no network calls; fail (75) if a snapshot is not complete.",
            default="0", kind="bool", fallbacks=("HF_HUB_OFFLINE",)),
@@ -108,6 +118,7 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 _TRUE = {"1", "true", "yes", "on"}
+_WARM = re.compile(r"none|page-cache|gpu(:\d+)?")
 _FALSE = {"0", "false", "no", "off"}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -137,6 +148,9 @@ class Settings:
     connections: int = 8
     parallel_threshold: int = 64 * 1024**2
     min_free: int = 1024**3
+    warm: str = "none"
+    warm_lock: bool = False
+    dtype: str | None = None
     offline: bool = False
     offline_source: str | None = None
     service_offline: bool = True
@@ -228,7 +242,7 @@ class _Loader:
         option = OPTIONS_BY_NAME[name]
         text, source = self.raw(name)
         if text is None:
-            text = option.default if option.kind in ("bool", "duration", "count", "choice", "size") else None
+            text = option.default if option.kind in ("bool", "duration", "count", "choice", "size", "warm") else None
             if text is None:
                 return None
         try:
@@ -250,6 +264,10 @@ class _Loader:
             return parse_duration(text)
         if option.kind == "size":
             return parse_size(text)
+        if option.kind == "warm":
+            if not _WARM.fullmatch(text.lower()):
+                raise ValueError(text)
+            return text.lower()
         if option.kind == "count":
             if not text.isdigit() or int(text) < 1:
                 raise ValueError(text)
@@ -269,6 +287,7 @@ class _Loader:
             "duration": "expected seconds or a duration like 90s, 10m, 1h",
             "count": "expected a whole number of at least 1",
             "size": "expected a size like 500M, 64MiB or 2G",
+            "warm": "expected none, page-cache, gpu or gpu:N",
         }.get(option.kind, "expected one of " + ", ".join(option.choices))
 
     def repos(self, name: str, repo_type: str) -> tuple[RepoSpec, ...]:
@@ -342,6 +361,9 @@ class _Loader:
             connections=self.value("connections"),
             parallel_threshold=self.value("parallel_threshold"),
             min_free=self.value("min_free"),
+            warm=self.value("warm"),
+            warm_lock=self.value("warm_lock"),
+            dtype=None if self.value("dtype") == "none" else self.value("dtype"),
             offline=offline,
             offline_source=offline_source,
             service_offline=self.value("service_offline"),

@@ -36,7 +36,7 @@ def describe(settings: Settings, command: list[str]) -> dict:
         "user": settings.user,
         "token": "set" if settings.token else "unset",
         "token_source": settings.token_source,
-        "warm": "none",
+        "warm": {"mode": settings.warm, "lock": settings.warm_lock, "dtype": settings.dtype},
         "service": {
             "command": command,
             "hf_hub_offline": settings.service_offline,

@@ -207,6 +207,11 @@ def _open_device(torch, device: str):
     return torch.device("cuda", index), torch.cuda.get_device_name(index)
 
 
+def require_device(device: str) -> str:
+    """Check, before any download, that torch and this CUDA device are there; its name, or UnavailableError."""
+    return _open_device(_import_torch(), device)[1]
+
+
 def _read_into(fd: int, buffer: memoryview, offset: int, path: Path) -> None:
     done, length = 0, len(buffer)
     while done < length:
