@@ -21,14 +21,33 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{TEMP_MARK}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
+def ensure_inside(path: Path, root: Path) -> Path:
+    """`path`'s directory must resolve inside `root`: a symlink planted on the way must not lead out.
+
+    Returns `path`; raises UnsafePathError otherwise.
+    """
+    from .errors import UnsafePathError
+
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(path.parent)
+    if parent != real_root and not parent.startswith(real_root + os.sep):
+        raise UnsafePathError(
+            f"refusing to write {path}: its directory resolves to {parent}, outside {real_root} "
+            "(a symlink planted on the way?); remove it and retry"
+        )
+    return path
+
+
 def make_dirs(path: Path, mode: int = 0o775) -> None:
     """Create `path` and its parents; our own directories stay group-writable for other containers."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)
 
 
-def write_text(path: Path, text: str, mode: int = 0o664) -> None:
-    """Write `text` to `path` atomically, fsynced so a crash leaves old or new content."""
+def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None) -> None:
+    """Write `text` to `path` atomically, fsynced so a crash leaves old or new content; stay inside `root`."""
     make_dirs(path.parent)
+    if root is not None:
+        ensure_inside(path, root)
     temp = temp_name(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -42,18 +61,23 @@ def write_text(path: Path, text: str, mode: int = 0o664) -> None:
         raise
 
 
-def write_json(path: Path, data: object) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, data: object, root: Path | None = None) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", root=root)
 
 
-def symlink(target: str, link: Path) -> bool:
-    """Point `link` at `target` (relative, so the volume can move); return True if it changed."""
+def symlink(target: str, link: Path, root: Path | None = None) -> bool:
+    """Point `link` at `target` (relative, so the volume can move); return True if it changed.
+
+    With `root`, the link's directory must resolve inside it.
+    """
     try:
         if os.readlink(link) == target:
             return False
     except OSError:
         pass
     make_dirs(link.parent)
+    if root is not None:
+        ensure_inside(link, root)
     temp = temp_name(link)
     os.symlink(target, temp)
     try:

@@ -71,6 +71,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("retries", "PRELOADER_RETRIES", "--retries",
            "Attempts per repo on transient hub errors (timeouts, 408, 429, 5xx).",
            default="5", kind="count"),
+    Option("read_timeout", "PRELOADER_READ_TIMEOUT", "--read-timeout",
+           "A download that receives nothing for this long is retried.", default="30s", kind="duration"),
     Option("workers", "PRELOADER_WORKERS", "--workers",
            "Files downloaded in parallel per repo.", default="8", kind="count"),
     Option("transfer", "PRELOADER_TRANSFER", "--transfer",
@@ -143,6 +145,7 @@ class Settings:
     timeout: float | None = None
     lock_timeout: float = 3600.0
     retries: int = 5
+    read_timeout: float = 30.0
     workers: int = 8
     transfer: str = "auto"
     connections: int = 8
@@ -356,6 +359,7 @@ class _Loader:
             timeout=timeout or None,
             lock_timeout=self.value("lock_timeout"),
             retries=self.value("retries"),
+            read_timeout=self.value("read_timeout"),
             workers=self.value("workers"),
             transfer=self.value("transfer"),
             connections=self.value("connections"),

@@ -123,7 +123,7 @@ class Preloader:
             s = self.settings
             self._hub = Hub(s.endpoint, s.token, workers=s.workers, transfer=s.transfer, connections=s.connections,
                             parallel_threshold=s.parallel_threshold, state_dir=s.state_dir,
-                            lock_timeout=s.lock_timeout)
+                            lock_timeout=s.lock_timeout, read_timeout=s.read_timeout)
         return self._hub
 
     def run(self) -> list[PreloadResult]:
@@ -146,7 +146,7 @@ class Preloader:
             key = (result.repo_type, result.repo_id)
             if key not in linked_latest:  # `latest` follows the repo's first entry in the plan
                 linked_latest.add(key)
-                atomic.symlink(result.commit, self.layout.latest_link(RepoSpec(*key)))
+                atomic.symlink(result.commit, self.layout.latest_link(RepoSpec(*key)), root=self.layout.cache_dir)
         event(
             logger, "done", repos=len(results),
             bytes_fetched=sum(r.bytes_fetched for r in results),
@@ -273,10 +273,10 @@ class Preloader:
         if not spec.is_commit:
             ref = self.layout.ref_file(spec)
             if local_commit(self.layout, spec) != commit:
-                atomic.write_text(ref, commit)
+                atomic.write_text(ref, commit, root=self.layout.cache_dir)
         alias = self.layout.alias_link(spec)
         if alias is not None:
-            atomic.symlink(atomic.relative_target(snapshot, alias), alias)
+            atomic.symlink(atomic.relative_target(snapshot, alias), alias, root=self.layout.link_root)
         record = records.read(self.layout, spec, commit)
         records.mark_used(self.layout, spec, commit)
         wanted = records.select(record.listing, s.include, s.exclude) if record else {}

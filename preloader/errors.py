@@ -47,6 +47,18 @@ class DiskError(PreloaderError):
     exit_code = 74
 
 
+class UnsafePathError(PreloaderError):
+    """A path we would write through leads out of the cache, or is a planted symlink (EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
+class HubDataError(PreloaderError):
+    """The hub sent something we refuse to act on: hostile file names, malformed ids (EX_PROTOCOL)."""
+
+    exit_code = 76
+
+
 class UnavailableError(PreloaderError):
     """A requested resource is absent, e.g. a GPU (EX_UNAVAILABLE)."""
 

@@ -28,8 +28,8 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
 from . import logs
-from .errors import AuthError, DiskError, NotFoundError, PreloaderError, TransientError
-from .spec import RepoSpec
+from .errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
+from .spec import RepoSpec, etag_problem, is_commit, repo_path_problem
 from .transfer import RemoteFile, Transfer, make_client
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,21 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
     raise error
 
 
+def check_listing(spec: RepoSpec, commit: str, files: dict[str, RemoteFile]) -> None:
+    """Refuse, before any write, a listing whose names or ids could escape the cache or break it."""
+    problems = [] if is_commit(commit or "") else [f"commit {commit!r} is not a 40-hex id"]
+    for path, file in files.items():
+        why = repo_path_problem(path) or etag_problem(file.etag)
+        if why is None and (not isinstance(file.size, int) or file.size < 0):
+            why = "size is not a whole number"
+        if why:
+            problems.append(f"{path!r}: {why}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise HubDataError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: the hub listed unsafe entries, "
+                           f"nothing was written: {shown}")
+
+
 def xet_available() -> bool:
     import importlib.util
 
@@ -112,11 +127,13 @@ class Hub:
     parallel_threshold: int = 64 * 1024**2
     state_dir: Path | None = None
     lock_timeout: float = 3600.0
+    read_timeout: float = 30.0
 
     def _prepare(self) -> None:
         # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
         # We only get here after deciding to go online, so the decision must win.
         constants.HF_HUB_OFFLINE = False
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = self.read_timeout  # likewise read once at import
         logs.adopt("huggingface_hub")
 
     def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, RemoteFile]]:
@@ -130,10 +147,11 @@ class Hub:
             files = {}
             for item in tree:
                 if isinstance(item, RepoFile):
-                    etag = item.lfs.sha256 if item.lfs else item.blob_id
-                    files[item.path] = RemoteFile(item.path, item.size, etag, xet=bool(item.xet_hash))
+                    etag = (item.lfs.sha256 if item.lfs else item.blob_id) or ""
+                    files[item.path] = RemoteFile(item.path, item.size, etag.lower(), xet=bool(item.xet_hash))
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token)) from error
+        check_listing(spec, commit, files)
         return commit, files
 
     def uses_hub_download(self, file: RemoteFile) -> bool:
@@ -153,7 +171,7 @@ class Hub:
         files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
         if not files:
             return
-        client = make_client(self.connections)
+        client = make_client(self.connections, self.read_timeout)
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(files)), thread_name_prefix="preloader-fetch")
         futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, client, on_bytes): f for f in files}
         try:

@@ -10,13 +10,14 @@ SIGKILL, so a dead holder never blocks the others.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import atomic
-from .errors import TransientError
+from .errors import TransientError, UnsafePathError
 from .logs import event
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ def hold(
                     "another process is still downloading it: raise PRELOADER_LOCK_TIMEOUT or retry"
                 ) from None
             event(logger, "lock.wait", what=what, elapsed=f"{elapsed:.0f}s", lock=path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
+                raise UnsafePathError(
+                    f"lock file {path} is a symlink; refusing to follow it (planted by another process?): "
+                    "remove it and retry"
+                ) from None
+            raise
     if time.monotonic() - start > 0.5:
         event(logger, "lock.acquired", what=what, waited=f"{time.monotonic() - start:.1f}s")
     try:

@@ -56,18 +56,16 @@ def read(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
 
 def write(layout: Layout, spec: RepoSpec, record: Record) -> None:
     record.completed_at = time.time()
-    atomic.write_json(
-        layout.record_file(spec, record.commit),
-        {
-            "version": VERSION,
-            "repo_type": spec.repo_type,
-            "repo_id": spec.repo_id,
-            "commit": record.commit,
-            "completed_at": record.completed_at,
-            "listing": record.listing,
-            "complete": record.complete,
-        },
-    )
+    data = {
+        "version": VERSION,
+        "repo_type": spec.repo_type,
+        "repo_id": spec.repo_id,
+        "commit": record.commit,
+        "completed_at": record.completed_at,
+        "listing": record.listing,
+        "complete": record.complete,
+    }
+    atomic.write_json(layout.record_file(spec, record.commit), data, root=layout.state_dir)
 
 
 def missing_on_disk(snapshot: Path, wanted: dict[str, int]) -> list[str]:

@@ -131,3 +131,25 @@ def parse_specs(items: list[str], repo_type: str, source: str = "argument") -> t
     if problems:
         raise ConfigError("invalid repo spec: " + "; ".join(problems) + "; expected user/name[:revision]")
     return dedupe(specs)
+
+
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+_HEX_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def repo_path_problem(path: str) -> str | None:
+    """Why a file path from a hub listing is unsafe to create under a snapshot, or None."""
+    if not path or len(path) > 4096:
+        return "empty or too long"
+    if _UNSAFE_PATH.search(path):
+        return "control character, NUL or backslash"
+    if path.startswith("/"):
+        return "absolute path"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "'.', '..' or empty path component"
+    return None
+
+
+def etag_problem(etag: str) -> str | None:
+    """Why an etag cannot name a blob file (we accept git blob ids and sha256 only), or None."""
+    return None if _HEX_ETAG.fullmatch(etag or "") else "etag is not a 40- or 64-hex id"

@@ -14,6 +14,7 @@ reports finished chunks without their offsets, and holds whole chunks in memory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from urllib.parse import quote
 import httpx2
 
 from . import atomic
-from .errors import TransientError
+from .errors import TransientError, UnsafePathError
 from .layout import repo_folder_name
 
 MIB = 1024 * 1024
@@ -90,6 +91,7 @@ class Transfer:
                  commit: str, file: RemoteFile, token: str | None, connections: int, client: httpx2.Client,
                  on_bytes: Callable[[int], None] = lambda n: None) -> None:
         folder = repo_folder_name(repo_type, repo_id)
+        self.cache_dir = cache_dir
         self.file = file
         self.url = resolve_url(endpoint, repo_type, repo_id, commit, file.path)
         self.blob = cache_dir / folder / "blobs" / file.etag
@@ -134,6 +136,8 @@ class Transfer:
         from filelock import FileLock, Timeout
 
         atomic.make_dirs(self.lock_file.parent)
+        atomic.make_dirs(self.blob.parent)
+        atomic.ensure_inside(self.blob, self.cache_dir)
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
                 if not self.blob.exists():
@@ -141,10 +145,14 @@ class Transfer:
                 self._link()
         except Timeout:
             raise TransientError(f"timed out waiting for the blob lock {self.lock_file}") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
+                raise UnsafePathError(f"blob lock {self.lock_file} is a symlink; refusing to follow it") from None
+            raise
         return self.fetched
 
     def _link(self) -> None:
-        atomic.symlink(atomic.relative_target(self.blob, self.link), self.link)
+        atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.cache_dir)
 
     def _download(self) -> None:
         size = self.file.size
