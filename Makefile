@@ -20,10 +20,8 @@ test: $(VENV)/.installed system-deps
 	$(PY) -m pytest
 
 # What the container tests need (podman, runc, docker-compose, debootstrap, containers.conf); idempotent.
-# It needs root: elsewhere, outside CI, the container tests skip and say why; on CI (CI=true) it must work.
+# As root, or on CI (CI=true), it must work. Elsewhere (no root) the container tests skip and say why.
 system-deps:
-	@scripts/install-system-deps.sh || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false|no) \
-	  echo "make: no podman set-up here; the container tests will be skipped" >&2;; *) exit 1;; esac
-
-lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check .
+	@scripts/install-system-deps.sh || { [ "$$(id -u)" != 0 ] && \
+	  case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false|no) true;; *) false;; esac && \
+	  echo "make: no podman set-up here (needs root); the container tests will be skipped" >&2; }
