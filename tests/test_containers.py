@@ -166,8 +166,10 @@ class Stack:
         # Host networking, to reach the loopback hub: the only change the tests make to the compose files.
         override = workdir / f"{self.project}-host.yml"
         override.write_text("services:\n" + "".join(f"  {s}:\n    network_mode: host\n" for s in host_network))
+        # What a user starts from, .env.example, with this test's values after it (the last one wins).
         env_file = workdir / f"{self.project}.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        example = (COMPOSE_DIR / ".env.example").read_text()
+        env_file.write_text(example + "".join(f"{k}={v}\n" for k, v in env.items()))
         self.args = ["docker-compose", "-p", self.project, "--env-file", env_file]
         for f in [*files, override]:
             self.args += ["-f", f]
@@ -317,6 +319,7 @@ def test_compose_sidecar_preloads_once_and_app_starts_offline(make_stack, stack_
     assert info["snapshot"] == f"/cache/hub/models--org--tiny-model/snapshots/{commit}"
     fetched = hub.file_gets()
     assert fetched[(MODEL, "model.safetensors")] == 1 and fetched[(MODEL, "config.json")] == 1
+    assert fetched[(MODEL, "README.md")] == 0  # .env.example's PRELOADER_INCLUDE reached the preloader
 
     # The app is a service: it runs until `docker stop`, which it handles.
     stack.compose("stop", "--timeout", "30", "app")
