@@ -347,6 +347,15 @@ def test_compose_sidecar_preloads_once_and_app_starts_offline(make_stack, stack_
     assert hub.body_bytes("GET", "/resolve/") == 0
     assert "fetched=0" in logs(preloader_box).splitlines()[-2]  # the second run's `ready` line
 
+    # A one-off run (the init service first, again): the app loads the model offline and exits 0 by itself.
+    # The app's container goes first: compose 1.29 links a one-off to its service's containers, which
+    # podman refuses.
+    stack.compose("rm", "--stop", "--force", "app")
+    proc = stack.compose("run", "--rm", "app", "python", "/app/app.py", "--once")
+    assert loaded(proc.stdout.strip().splitlines()[-1])["commit"] == commit
+    assert logs(preloader_box).count("preloader: done ") == 3
+    assert hub.file_gets() == Counter()
+
 
 def test_compose_init_failure_keeps_app_from_starting(make_stack, stack_env, hub):
     env = dict(stack_env, RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, bad")
