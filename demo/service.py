@@ -36,9 +36,10 @@ def main() -> int:
                 os.path.relpath(os.path.join(d, f), repo["path"]) for d, _, fs in os.walk(repo["path"]) for f in fs
             )
             seen["datasets"][key] = {"files": files}
+    if "--serve" in sys.argv:  # before saying we are up: a stop may follow at once
+        signal.signal(signal.SIGTERM, lambda s, f: sys.exit(int(os.environ.get("DEMO_EXIT_ON_TERM", "0"))))
     print(json.dumps(seen), flush=True)
     if "--serve" in sys.argv:
-        signal.signal(signal.SIGTERM, lambda s, f: sys.exit(int(os.environ.get("DEMO_EXIT_ON_TERM", "0"))))
         while True:
             time.sleep(1)
     return int(os.environ.get("DEMO_EXIT_CODE", "0"))

@@ -8,7 +8,17 @@ Test/benchmark helper only (not part of the preloader product)::
         assert hub.file_gets()[("org/tiny-model", "config.json")] == 1
 """
 
-from localhub.faults import Action, CutAfter, Drip, IgnoreRange, Stall, Status, WrongBytes
+from localhub.faults import (
+    Action,
+    CutAfter,
+    Drip,
+    HostileListing,
+    IgnoreRange,
+    Stall,
+    StallAfter,
+    Status,
+    WrongBytes,
+)
 from localhub.mirrors import Mirrors, bert_files, build_mirrors
 from localhub.olah import Olah, OlahServer, find_olah_cli, free_port, start_olah
 from localhub.proxy import HubProxy, Rule

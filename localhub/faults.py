@@ -150,3 +150,44 @@ class Drip(Action):
 
     def __repr__(self) -> str:
         return f"Drip({self.rate}, times={self.times}, fired={self.fired})"
+
+
+class StallAfter(Action):
+    """Send the first ``limit`` body bytes, then nothing for ``seconds``, then close: a stall mid-body."""
+
+    def __init__(self, limit: int, seconds: float, times: int | None = 1):
+        super().__init__(times)
+        self.limit = limit
+        self.seconds = seconds
+
+    def body(self, ex, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        left = self.limit
+        for chunk in chunks:
+            if left <= 0:
+                break
+            yield chunk[:left]
+            left -= len(chunk)
+        ex.wait(self.seconds)
+
+    def __repr__(self) -> str:
+        return f"StallAfter({self.limit}, {self.seconds}, times={self.times}, fired={self.fired})"
+
+
+class HostileListing(Action):
+    """Add entries with hostile names to a repo tree listing (``/api/.../tree/...``)."""
+
+    def __init__(self, names: list[str], times: int | None = None):
+        super().__init__(times)
+        self.names = list(names)
+
+    def respond(self, ex) -> bool:
+        import json
+        import urllib.request
+
+        hub = ex.server.hub
+        with urllib.request.urlopen(hub.upstream_url + ex.path, timeout=30) as response:
+            entries = json.loads(response.read())
+        for n, name in enumerate(self.names):
+            entries.append({"type": "file", "path": name, "size": 5, "oid": f"{n:040x}"})
+        ex.reply(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
+        return True

@@ -29,7 +29,12 @@ def ensure_inside(path: Path, root: Path) -> Path:
     from .errors import UnsafePathError
 
     real_root = os.path.realpath(root)
-    parent = os.path.realpath(path.parent)
+    existing = path.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent  # check what is there now, before mkdir could follow a planted link
+    if existing != root and root not in existing.parents:
+        return path  # the root itself is not made yet: nothing can be planted under it
+    parent = os.path.realpath(existing)
     if parent != real_root and not parent.startswith(real_root + os.sep):
         raise UnsafePathError(
             f"refusing to write {path}: its directory resolves to {parent}, outside {real_root} "
@@ -45,6 +50,8 @@ def make_dirs(path: Path, mode: int = 0o775) -> None:
 
 def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None) -> None:
     """Write `text` to `path` atomically, fsynced so a crash leaves old or new content; stay inside `root`."""
+    if root is not None:
+        ensure_inside(path, root)
     make_dirs(path.parent)
     if root is not None:
         ensure_inside(path, root)
@@ -75,6 +82,8 @@ def symlink(target: str, link: Path, root: Path | None = None) -> bool:
             return False
     except OSError:
         pass
+    if root is not None:
+        ensure_inside(link, root)
     make_dirs(link.parent)
     if root is not None:
         ensure_inside(link, root)

@@ -124,14 +124,15 @@ def verify(cache: Layout | str | Path, specs: Iterable[RepoSpec] | None = None, 
 
 
 def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub) -> None:
-    _, listing = hub.resolve(spec)
+    _, files = hub.resolve(spec)
+    listing = {path: f.size for path, f in files.items()}
     snapshot = lay.snapshot_dir(spec, commit)
     wanted = records.select(listing)
     check.missing = sorted(set(check.missing) | set(records.missing_on_disk(snapshot, wanted)) - set(check.corrupt)
                            - set(check.truncated))
     bad = check.broken
     drop_bad_files(lay, spec, check)
-    hub.fetch(spec, commit, bad, lay.cache_dir)
+    hub.fetch(spec, commit, [files[p] for p in bad if p in files], lay.cache_dir)
     after = check_snapshot(lay, spec, commit)
     still = records.missing_on_disk(snapshot, wanted)
     if after.corrupt or after.truncated or still:
