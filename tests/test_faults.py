@@ -190,12 +190,14 @@ def test_kill_9_then_restart_completes_and_publishes_only_at_the_end(hub, mirror
                         Drip(2_000_000))
     env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_PARALLEL_THRESHOLD="1MiB",
                   PRELOADER_CONNECTIONS="4")
-    proc = subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = cache.parent.parent / "first-run.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     latest = cache / "models--org--big-model" / "snapshots" / "latest"
     deadline = time.monotonic() + 60
     while sum(r.body_bytes for r in hub.requests(method="GET", path_contains="big-model/resolve")) < SIZE // 3:
-        assert time.monotonic() < deadline and proc.poll() is None
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
         assert records(cache) == [] and not latest.is_symlink()  # nothing published mid-download
         time.sleep(0.05)
     proc.kill()
