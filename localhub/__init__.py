@@ -26,8 +26,14 @@ from localhub.records import Record, RequestLog, parse_resolve
 
 __all__ = [
     "Action",
+    "CutAfter",
+    "Drip",
+    "HostileListing",
+    "IgnoreRange",
     "Stall",
+    "StallAfter",
     "Status",
+    "WrongBytes",
     "Mirrors",
     "bert_files",
     "build_mirrors",

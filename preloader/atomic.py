@@ -48,13 +48,18 @@ def make_dirs(path: Path, mode: int = 0o775) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=mode)
 
 
-def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None) -> None:
-    """Write `text` to `path` atomically, fsynced so a crash leaves old or new content; stay inside `root`."""
+def make_parent(path: Path, root: Path | None = None) -> None:
+    """Create `path`'s directory; with `root`, check before and after that it resolves inside it."""
     if root is not None:
         ensure_inside(path, root)
     make_dirs(path.parent)
     if root is not None:
         ensure_inside(path, root)
+
+
+def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None) -> None:
+    """Write `text` to `path` atomically, fsynced so a crash leaves old or new content; stay inside `root`."""
+    make_parent(path, root)
     temp = temp_name(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -82,11 +87,7 @@ def symlink(target: str, link: Path, root: Path | None = None) -> bool:
             return False
     except OSError:
         pass
-    if root is not None:
-        ensure_inside(link, root)
-    make_dirs(link.parent)
-    if root is not None:
-        ensure_inside(link, root)
+    make_parent(link, root)
     temp = temp_name(link)
     os.symlink(target, temp)
     try:
