@@ -249,8 +249,10 @@ class Preloader:
         try:
             retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left,
                      sleep=self.sleep)(attempt)
+        except TransientError:
+            raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
-            remove_partials(self.layout.blobs_dir(spec))
+            remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
             raise
         snapshot = self.layout.snapshot_dir(spec, commit)
         still = records.missing_on_disk(snapshot, p.wanted)
@@ -291,15 +293,18 @@ class Preloader:
         return result
 
 
-def remove_partials(blobs: Path) -> None:
-    """Remove half-written blobs (huggingface_hub's `.incomplete`) and our temp files; we hold the repo lock."""
-    try:
-        names = os.listdir(blobs)
-    except OSError:
-        return
-    for name in names:
-        if name.endswith(".incomplete") or name.startswith(atomic.TEMP_MARK):
-            (blobs / name).unlink(missing_ok=True)
+def remove_partials(layout: Layout, spec: RepoSpec) -> None:
+    """Remove half-written blobs, their range maps and our temp files; the caller holds the repo lock."""
+    blobs = layout.blobs_dir(spec)
+    maps = layout.state_dir / "transfers" / blobs.parent.name
+    for folder, partial in ((blobs, lambda n: n.endswith(".incomplete")), (maps, lambda n: n.endswith(".json"))):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if partial(name) or name.startswith(atomic.TEMP_MARK):
+                (folder / name).unlink(missing_ok=True)
 
 
 def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,

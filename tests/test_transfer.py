@@ -197,3 +197,21 @@ def test_progress_lines_off_a_tty(hub, mirrors, cache, monkeypatch):
     progress = [fields for msg, fields in lines if msg == "progress"]
     assert progress and progress[-1]["repo"] == BIG
     assert {"bytes", "of", "rate", "eta"} <= set(progress[-1])
+
+
+def test_hub_giving_out_keeps_the_ranges_for_the_next_run(hub, mirrors, cache):
+    from localhub import CutAfter
+
+    rule = hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith("model.safetensors"),
+                        CutAfter(600_000, times=None))
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_RETRIES="2", **PARALLEL)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 75, proc.stderr
+    assert len(list((cache / "models--org--big-model" / "blobs").glob("*.incomplete"))) == 1
+    kept = on_disk(cache)
+    assert kept > SIZE // 4
+    hub.remove_rule(rule)
+    hub.reset()
+    assert run_preloader(["run"], env).returncode == 0
+    assert sum(r.body_bytes for r in weight_gets(hub)) <= SIZE - kept
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
