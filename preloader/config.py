@@ -46,6 +46,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("token", "RUNPOD_HUGGINGFACE_TOKEN", "--token",
            "Hub token; comes with the user. Prefer the env var: flags show in `ps`.",
            fallbacks=("HF_TOKEN",)),
+    Option("token_file", "PRELOADER_TOKEN_FILE", "--token-file",
+           "Read the token from this file, e.g. a compose or Kubernetes secret; pairs with the user."),
     Option("cache_dir", "PRELOADER_CACHE_DIR", "--cache-dir",
            "Hugging Face hub cache to fill (the `hub/` layout).",
            default="$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub",
@@ -303,7 +305,15 @@ class _Loader:
         """User, token and the token's source; the RunPod pair must come together."""
         user, user_source = self.raw("user")
         token, token_source = self.raw("token")
-        runpod_token = token_source in ("RUNPOD_HUGGINGFACE_TOKEN", "--token")
+        path, path_source = self.raw("token_file")
+        if path and token_source in ("HF_TOKEN", "default"):
+            # A mounted secret (compose `secrets:`, a Kubernetes Secret) beats the HF_TOKEN fallback.
+            try:
+                token, token_source = Path(path).read_text(encoding="utf-8").strip(), path_source
+            except OSError as error:
+                self.problems.append(f"{path_source}={path!r}: cannot read the token file ({error.strerror})")
+        runpod_token = token_source in ("RUNPOD_HUGGINGFACE_TOKEN", "--token", "PRELOADER_TOKEN_FILE",
+                                        "--token-file")
         if user and not runpod_token:
             self.problems.append(
                 f"{user_source} is set but RUNPOD_HUGGINGFACE_TOKEN is missing; set both or neither"

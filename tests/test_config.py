@@ -116,3 +116,16 @@ def test_durations(text, seconds):
 def test_offline_from_hf_hub_offline_and_override():
     assert load({"HF_HUB_OFFLINE": "1"}).offline_source == "HF_HUB_OFFLINE"
     assert load({"HF_HUB_OFFLINE": "1", "PRELOADER_OFFLINE": "0"}).offline is False
+
+
+def test_token_from_a_secret_file(tmp_path):
+    secret = tmp_path / "hf_token"
+    secret.write_text("hf_fromfile123\n")
+    s = load({"PRELOADER_TOKEN_FILE": str(secret), "RUNPOD_HUGGINGFACE_USER": "alice", "HF_TOKEN": "hf_other"})
+    assert (s.token, s.token_source, s.user) == ("hf_fromfile123", "PRELOADER_TOKEN_FILE", "alice")
+    s = load({"PRELOADER_TOKEN_FILE": str(secret), "RUNPOD_HUGGINGFACE_TOKEN": "hf_env", "RUNPOD_HUGGINGFACE_USER": "a"})
+    assert s.token == "hf_env"  # the explicit RunPod token wins
+    with pytest.raises(ConfigError) as info:
+        load({"PRELOADER_TOKEN_FILE": str(tmp_path / "missing")})
+    assert str(info.value) == (f"invalid settings: PRELOADER_TOKEN_FILE={str(tmp_path / 'missing')!r}: "
+                               "cannot read the token file (No such file or directory)")
