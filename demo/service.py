@@ -38,6 +38,13 @@ def main() -> int:
             seen["datasets"][key] = {"files": files}
     if "--serve" in sys.argv:  # before saying we are up: a stop may follow at once
         signal.signal(signal.SIGTERM, lambda s, f: sys.exit(int(os.environ.get("DEMO_EXIT_ON_TERM", "0"))))
+    if "--pretty" in sys.argv:
+        print(f"demo service: pid {seen['pid']}, HF_HUB_OFFLINE={seen['hf_hub_offline']}, cache {seen['hf_hub_cache']}")
+        for key, model in seen["models"].items():
+            print(f"  model   {key}: {model['class']}, {model['layers']} layer(s), {model['parameters']} parameters,"
+                  f" weights sha256 {model['weights_sha256'][:12]}, loaded with from_pretrained offline")
+        for key, data in seen["datasets"].items():
+            print(f"  dataset {key}: {', '.join(data['files'])}")
     print(json.dumps(seen), flush=True)
     if "--serve" in sys.argv:
         while True:
