@@ -114,7 +114,12 @@ class Transfer:
             state = json.loads(self.state_file.read_text())
             if (state["etag"], state["size"], state["chunk"]) == (self.file.etag, self.file.size, chunk) \
                     and self.partial.stat().st_size == self.file.size:
-                return set(state["done"]), {int(k): int(v) for k, v in state["partial"].items()}
+                done = set(state["done"])
+                partial = {int(k): int(v) for k, v in state["partial"].items()}
+                # A chunk can be saved whole in `partial` before the coordinating thread moved it to
+                # `done`: asking for its remaining zero bytes would be `Range: bytes=N-(N-1)`, a 416.
+                done |= {i for i, n in partial.items() if n >= min(chunk, self.file.size - i * chunk)}
+                return done, partial
         except (OSError, ValueError, KeyError, AttributeError):
             pass
         return set(), {}
@@ -241,6 +246,8 @@ class Transfer:
         def fetch_chunk(index: int, response=None) -> None:
             first = index * chunk + partial.get(index, 0)
             last = min(self.file.size, (index + 1) * chunk) - 1
+            if first > last:  # all of it is on disk already
+                return
             response = response or self._get(first, last)
             with contextlib.closing(response):
                 if response.status_code != 206:

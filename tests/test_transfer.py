@@ -215,3 +215,23 @@ def test_hub_giving_out_keeps_the_ranges_for_the_next_run(hub, mirrors, cache):
     assert run_preloader(["run"], env).returncode == 0
     assert sum(r.body_bytes for r in weight_gets(hub)) <= SIZE - kept
     assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_a_chunk_saved_whole_in_the_partial_map_counts_as_done(tmp_path):
+    """Its last read landed before it moved to `done`: resuming must not ask for zero bytes (a 416)."""
+    import json
+
+    from preloader.transfer import RemoteFile, Transfer, make_client
+
+    file = RemoteFile("w.safetensors", 3 * 1024 * 1024 + 10, "a" * 64)
+    t = Transfer(cache_dir=tmp_path / "hub", state_dir=tmp_path / "state", endpoint="http://127.0.0.1:9",
+                 repo_type="model", repo_id="org/m", commit="c" * 40, file=file, token=None, connections=4,
+                 client=make_client(4))
+    t.partial.parent.mkdir(parents=True)
+    t.partial.write_bytes(b"\0" * file.size)
+    chunk = 1024 * 1024
+    t.state_file.parent.mkdir(parents=True)
+    t.state_file.write_text(json.dumps({"etag": file.etag, "size": file.size, "chunk": chunk, "done": [0],
+                                        "partial": {"1": chunk, "2": 5, "3": 10}}))
+    done, partial = t.load_state(chunk)
+    assert done == {0, 1, 3} and partial[2] == 5
