@@ -3,10 +3,10 @@
     .venv/bin/python bench/transfer.py [--size 2G] [--shards 4] [--runs 3] [--rate 40m]
 
 Sets up, on loopback only (127.0.0.1), all of it torn down at the end (also on Ctrl-C):
-  - nginx (Debian's, apt-installed if missing, with curl) as the CDN, its own prefix in a temp dir, serving
-    generated repos by sha256 name with `sendfile on`, on two ports, one per link profile:
-      unlimited: plain loopback;  capped: nginx `limit_rate <rate>` per request (= per connection: one request
-      at a time on each), a CDN's per-connection limit;
+  - nginx (Debian's, apt-installed if missing, with its stream module and curl) as the CDN, its own prefix in a
+    temp dir, serving generated repos by sha256 name with `sendfile on`, on two ports, one per link profile:
+      unlimited: plain loopback;  capped: a CDN's per-connection limit, as nginx's stream proxy
+      `proxy_download_rate <rate>` in front of a second http server (see `Nginx` for why not `limit_rate`);
   - `bench/hubfront.py`, one per profile: the hub API for the repos, and HEAD/GET /<id>/resolve/... answered
     with a 302 to that profile's nginx port plus the headers the public hub sends;
   - two generated repos: `bench/model` (--size bytes in --shards safetensors shards, an index, a config) and
@@ -20,7 +20,8 @@ each run when permitted (the source files are read back in, so the CDN serves fr
   - raw limit: curl processes with byte ranges, the same bytes to the same disk, 8 connections in all and 8 per
     file; the faster is the limit;
   - resume: `preloader run`, kill -9 once nginx has logged half the bytes, run again; bytes re-fetched =
-    bytes nginx served to both runs - the file bytes, from nginx's access log ($body_bytes_sent).
+    bytes nginx sent to both runs - the file bytes, from nginx's access logs (http `$body_bytes_sent`,
+    stream `$bytes_sent`).
 And peak RSS (os.wait4's ru_maxrss of the process) of `preloader run` on the single file with 1, 8 and 32
 connections. Prints one Markdown table per profile, the resume and memory figures, and PASS/FAIL per goal.
 Times are whole processes (start-up included); MB = 10^6 bytes.
@@ -71,20 +72,21 @@ def nginx_rate_bytes(rate: str) -> int:
 
 
 def ensure_tools() -> str:
-    """nginx and curl from Debian, installed if missing; returns nginx's path."""
+    """nginx (with its stream module) and curl from Debian, installed if missing; returns nginx's path."""
     def nginx_path() -> str | None:
         return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
-    if nginx_path() is None or shutil.which("curl") is None:
-        print("installing nginx and curl (apt-get)...", file=sys.stderr, flush=True)
+    if nginx_path() is None or shutil.which("curl") is None or not os.path.exists(STREAM_MODULE):
+        print("installing nginx, its stream module and curl (apt-get)...", file=sys.stderr, flush=True)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         for package in ("nginx-light", "nginx"):  # the small build is enough; Debian 13 only has `nginx`
-            if subprocess.run(["apt-get", "install", "-y", "-qq", package, "curl"], env=env).returncode == 0:
+            if subprocess.run(["apt-get", "install", "-y", "-qq", package, "libnginx-mod-stream", "curl"],
+                              env=env).returncode == 0:
                 break
     path = nginx_path()
-    if path is None or shutil.which("curl") is None:
-        raise SystemExit("nginx or curl could not be installed")
+    if path is None or shutil.which("curl") is None or not os.path.exists(STREAM_MODULE):
+        raise SystemExit("nginx, libnginx-mod-stream or curl could not be installed")
     return path
 
 
@@ -178,18 +180,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
 class Nginx:
-    """nginx in the foreground under its own prefix: one server block per profile, an access log we parse."""
+    """nginx in the foreground under its own prefix, the CDN of both profiles, with access logs we parse.
+
+    unlimited: an http server.  capped: a `stream` (TCP) proxy with `proxy_download_rate`, in front of a
+    second, internal http server. Not http `limit_rate`: that one is per *request* and lets the first second's
+    worth of every request through at once (its budget is rate * (elapsed + 1)), so ranged GETs smaller than
+    the rate (16 MiB chunks at 40m) would never be limited. The stream proxy's budget runs per *connection*:
+    one second's worth at connection start, then the rate, however many requests the connection carries.
+    """
 
     def __init__(self, binary: str, prefix: Path, data_dir: Path, rate: str) -> None:
         self.prefix = prefix
         self.ports = {"unlimited": free_port(), "capped": free_port()}
-        self.log = prefix / "access.log"
+        self.backend = free_port()  # the capped profile's http server, behind the stream proxy
+        self.log = prefix / "access.log"  # http: a line per request, when it ends
+        self.stream_log = prefix / "stream.log"  # stream proxy: a line per connection, when it closes
         prefix.mkdir(parents=True)
         temp = "".join(f"  {k}_temp_path {prefix}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi",
                                                                       "scgi"))
         conf = prefix / "nginx.conf"
         conf.write_text(f"""
+load_module {STREAM_MODULE};
 daemon off;
 user root;
 worker_processes 2;
@@ -197,7 +212,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  log_format bench '$server_port $status $body_bytes_sent "$http_range" $request_time $msec $connection';
+  log_format bench '$server_port $status $body_bytes_sent "$http_range" $request_time';
   access_log {self.log} bench;
 {temp}  default_type application/octet-stream;
   sendfile on;
@@ -205,41 +220,47 @@ http {{
   keepalive_requests 100000;
   keepalive_timeout 60s;
   server {{ listen 127.0.0.1:{self.ports['unlimited']}; root {data_dir}; }}
-  server {{ listen 127.0.0.1:{self.ports['capped']}; root {data_dir}; limit_rate {rate}; }}
+  server {{ listen 127.0.0.1:{self.backend}; root {data_dir}; }}
+}}
+stream {{
+  log_format bench '$server_port $bytes_sent $bytes_received $session_time';
+  access_log {self.stream_log} bench;
+  server {{
+    listen 127.0.0.1:{self.ports['capped']};
+    proxy_pass 127.0.0.1:{self.backend};
+    proxy_download_rate {rate};
+    proxy_buffer_size 256k;
+  }}
 }}
 """)
         self.proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], start_new_session=True,
                                      stderr=open(prefix / "stderr", "wb"))
-        wait_listening(self.ports.values(), self.proc, prefix / "stderr")
+        wait_listening([*self.ports.values(), self.backend], self.proc, prefix / "stderr")
 
     def url(self, profile: str) -> str:
         return f"http://127.0.0.1:{self.ports[profile]}"
 
-    def offset(self) -> int:
-        return self.log.stat().st_size if self.log.exists() else 0
+    def offset(self) -> tuple[int, int]:
+        return tuple(log.stat().st_size if log.exists() else 0 for log in (self.log, self.stream_log))
 
-    def served(self, since: int) -> int:
-        """Body bytes nginx logged (finished or cut-off requests) after log offset `since`."""
-        with open(self.log, "rb") as f:
+    def _lines(self, log: Path, since: int) -> list[str]:
+        if not log.exists():
+            return []
+        with open(log, "rb") as f:
             f.seek(since)
-            text = f.read().decode()
-        return sum(int(m[3]) for line in text.splitlines() if (m := LOG_LINE.match(line)))
+            return f.read().decode().splitlines()
 
-    def in_flight(self, since: int) -> float:
-        """Mean requests in flight at nginx after log offset `since`: busy request-seconds / wall seconds."""
-        spans = []
-        with open(self.log, "rb") as f:
-            f.seek(since)
-            for line in f.read().decode().splitlines():
-                fields = line.rsplit(" ", 3)
-                if len(fields) == 4 and LOG_LINE.match(line):
-                    with contextlib.suppress(ValueError):
-                        end, busy = float(fields[2]), float(fields[1])
-                        spans.append((end - busy, end))
-        if not spans:
-            return 0.0
-        wall = max(e for _, e in spans) - min(b for b, _ in spans)
-        return sum(e - b for b, e in spans) / wall if wall > 0 else 0.0
+    def requested(self, since: tuple[int, int]) -> int:
+        """Body bytes of the http requests logged so far (ended or cut off): progress while a run goes on."""
+        return sum(int(m[3]) for line in self._lines(self.log, since[0]) if (m := LOG_LINE.match(line)))
+
+    def served(self, since: tuple[int, int]) -> int:
+        """Bytes sent to clients after `since`: unlimited http requests, plus capped connections that closed."""
+        unlimited = str(self.ports["unlimited"])
+        http = sum(int(m[3]) for line in self._lines(self.log, since[0])
+                   if (m := LOG_LINE.match(line)) and m[1] == unlimited)
+        stream = sum(int(line.split()[1]) for line in self._lines(self.stream_log, since[1]) if line.strip())
+        return http + stream
 
     def stop(self) -> None:
         stop(self.proc)
@@ -453,7 +474,7 @@ class Bench:
             if now - checks["at"] < 0.02:
                 return False
             checks["at"] = now
-            return self.nginx.served(start) >= total / 2
+            return self.nginx.requested(start) >= total / 2
 
         cmd = [str(BIN / "preloader"), "run"]
         _, code, rss1 = measured(cmd, env, self.log("resume-killed"), kill_when=half_served)
@@ -466,6 +487,7 @@ class Bench:
         on_disk = partial_bytes(out)
         written = written_bytes(out, Path(self.manifest["data_dir"]))
         seconds, rss2 = checked(cmd, env, self.log("resume-second"))
+        time.sleep(0.5)  # the proxy logs a connection when it sees it closed
         second = self.nginx.served(middle)
         snapshot = out / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / self.repos[repo]["sha"]
         wrong = [f["path"] for f in self.repos[repo]["files"]
@@ -530,7 +552,8 @@ def main() -> None:
     parser.add_argument("--size", type=parse_size, default=parse_size("2G"), help="model bytes (default 2G = 2 GiB)")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rate", default="40m", help="nginx limit_rate per connection, nginx units (default 40m)")
+    parser.add_argument("--rate", default="40m",
+                        help="per-connection cap of the capped profile, nginx units (default 40m)")
     parser.add_argument("--data-dir", type=Path, help="keep the generated files here and reuse them (default: temp)")
     parser.add_argument("--work-dir", type=Path, help="where the temp dir goes (default: $TMPDIR)")
     parser.add_argument("--profiles", default="unlimited,capped", type=lambda v: v.split(","),
@@ -587,17 +610,14 @@ def median(values) -> float:
     return statistics.median(list(values))
 
 
-def run_case(case, profile: str, failures: list[str], label: str, nginx: Nginx | None = None):
-    """Run one case; return (its result, CPU seconds of its processes[, mean requests in flight at nginx]),
-    or None after logging a failure."""
+def run_case(case, profile: str, failures: list[str], label: str):
+    """Run one case; return (its result, CPU seconds of its processes), or None after logging a failure."""
     CPU[0] = 0.0
-    since = nginx.offset() if nginx else 0
     try:
-        result = case(profile)
+        return case(profile), CPU[0]
     except Failed as error:
         failures.append(f"{label}: {error}")
         return None
-    return (result, CPU[0]) + ((nginx.in_flight(since),) if nginx else ())
 
 
 def report(bench: Bench, args, rate: int) -> None:
@@ -624,12 +644,12 @@ def report(bench: Bench, args, rate: int) -> None:
         "raw: curl, 8 ranged connections in all": lambda p: bench.curl(p, MODEL, None, total=8)[0],
         f"raw: curl, 8 ranged connections per file ({8 * args.shards} in all)": lambda p: bench.curl(p, MODEL, 8)[0],
     }
-    times: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for profile in args.profiles if "tables" in args.sections else ():
         for run in range(args.runs):
             for name, case in cases.items():  # interleaved, so drifting background load hits every case alike
                 print(f"[{profile} {run + 1}/{args.runs}] {name}", file=sys.stderr, flush=True)
-                if (got := run_case(case, profile, failures, f"{profile}: {name}", bench.nginx)) is not None:
+                if (got := run_case(case, profile, failures, f"{profile}: {name}")) is not None:
                     times.setdefault(profile, {}).setdefault(name, []).append(got)
 
     resumes: dict[str, list[dict]] = {}
@@ -665,31 +685,31 @@ def report(bench: Bench, args, rate: int) -> None:
           f"config; `{SINGLE}`: one {single:,}-byte file + config")
     print(f"- preloader: {bench.preloader_source}")
     print(f"- {args.runs} runs per case, interleaved; medians; whole processes, start-up included; MB = 10^6 bytes; "
-          "CPU s = user + system seconds of the client processes (nginx and the front not counted); requests in "
-          "flight = mean GETs nginx was serving at once during the run (from its log)")
-    print(f"- capped profile: nginx `limit_rate {args.rate}` = {rate / 1e6:.1f} MB/s per connection")
+          "CPU s = user + system seconds of the client processes (nginx and the front not counted)")
+    print(f"- capped profile: nginx stream proxy `proxy_download_rate {args.rate}` = {rate / 1e6:.1f} MB/s per "
+          "connection (after a first second's worth at connection start)")
     print(f"- page cache dropped before each run: {'yes' if bench.dropped else 'no (not permitted)'}; "
           "the run's source files read back into RAM first (the CDN serves from memory)")
     print(f"- machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} before, {load_after[0]:.2f} after; "
           f"Python {sys.version.split()[0]}")
     goals: list[tuple[bool, str]] = []
     for profile, rows in times.items():
-        med = {name: tuple(median(x[i] for x in v) for i in range(3)) for name, v in rows.items()}
-        hf = next((t for n, (t, _, _) in med.items() if n.startswith("hf download")), None)
-        raw = min((t for n, (t, _, _) in med.items() if n.startswith("raw:")), default=None)
+        med = {name: (median(t for t, _ in v), median(c for _, c in v)) for name, v in rows.items()}
+        hf = next((t for n, (t, _) in med.items() if n.startswith("hf download")), None)
+        raw = min((t for n, (t, _) in med.items() if n.startswith("raw:")), default=None)
         print(f"\n## {profile}: " + (f"{rate / 1e6:.1f} MB/s per connection" if profile == "capped" else "loopback")
               + "\n")
-        print("| what | seconds (median) | MB/s | x vs hf download | % of raw limit | CPU s | requests in flight |")
-        print("|---|---|---|---|---|---|---|")
-        for name, (t, cpu, flight) in med.items():
+        print("| what | seconds (median) | MB/s | x vs hf download | % of raw limit | CPU s |")
+        print("|---|---|---|---|---|---|")
+        for name, (t, cpu) in med.items():
             print(f"| {name} | {t:.2f} | {mb(size / t)} | {f'{hf / t:.2f}x' if hf else '-'} | "
-                  f"{f'{100 * raw / t:.0f}%' if raw else '-'} | {cpu:.1f} | {flight:.1f} |")
+                  f"{f'{100 * raw / t:.0f}%' if raw else '-'} | {cpu:.1f} |")
         for (p, c), v in sorted(fetch_only.items()):
             if p == profile:
                 t = median(v)
                 print(f"| (preloader, {c} connections: fetch phase only, its `fetch.done secs=`) | {t:.2f} | "
                       f"{mb(size / t)} | {f'{hf / t:.2f}x' if hf else '-'} | {f'{100 * raw / t:.0f}%' if raw else '-'} "
-                      "| | |")
+                      "| |")
         default = med.get("preloader run, cold, 8 connections (default)", (None,))[0]
         if default and hf and profile == "capped":
             goals.append((hf / default >= 4, f"capped: preloader (default 8 connections) {hf / default:.2f}x as fast "
@@ -715,11 +735,11 @@ def report(bench: Bench, args, rate: int) -> None:
                   f"{mb(median(r['on_disk_at_kill'] for r in rs))} MB | {mb(median(r['second'] for r in rs))} MB | "
                   f"{mb(median(r['refetched'] for r in rs))} / {mb(max(r['refetched'] for r in rs))} MB | "
                   f"{median(pct):.1f}% / {max(pct):.1f}% | {median(r['seconds'] for r in rs):.2f} |")
-        print("\nre-fetched = served to the killed run + served to the second run - the file's bytes (nginx "
-              "`$body_bytes_sent`, cut-off requests included). Medians. 'written': 64 KiB blocks of the `.incomplete` "
-              "files equal to the source after the kill; 'recorded': what the range maps in <state>/transfers/ "
-              "claim, all a second run can trust. served - written = in flight (socket buffers) when killed; "
-              "written - recorded = progress written but not yet saved in the map.")
+        print("\nre-fetched = served to the killed run + served to the second run - the file's bytes (nginx's "
+              "http `$body_bytes_sent` / stream `$bytes_sent`, cut-off transfers included). Medians. 'written': "
+              "64 KiB blocks of the `.incomplete` files equal to the source after the kill; 'recorded': what the "
+              "range maps in <state>/transfers/ claim, all a second run can trust. served - written = in flight "
+              "(socket buffers) when killed; written - recorded = progress written but not yet saved in the map.")
         worst = max((100 * r["refetched"] / r["total"] for rs in resumes.values() for r in rs), default=None)
         failed = sum(resume_failed.values())
         goals.append((worst is not None and worst < 10 and not failed,
