@@ -113,23 +113,25 @@ def run(command, **flags):
         preloader run --model org/model:main -- python serve.py --port 8000
     """
     from . import handoff, signals
-    from .api import warm_results
     from .engine import Preloader
-    from .warm import parse_warm
 
     settings = load_settings(flags)
-    mode = parse_warm(settings.warm, source="PRELOADER_WARM")
-    if mode.kind == "gpu":  # fail before downloading anything, not after
+    warming = settings.warm != "none"  # the warm modules are not imported on a plain start (a hot path)
+    if warming and settings.warm.startswith("gpu"):  # fail before downloading anything, not after
+        from .warm import parse_warm
         from .warm_gpu import require_device
 
-        require_device(mode.device)
-    lock = settings.warm_lock and mode.kind == "page-cache"
+        require_device(parse_warm(settings.warm, source="PRELOADER_WARM").device)
+    lock = settings.warm_lock and settings.warm == "page-cache"
     if settings.warm_lock and command:
         logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
         lock = False
     signals.install(settings.timeout)
     results = Preloader(settings, progress=sys.stderr.isatty()).run()
-    warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
+    if warming:
+        from .api import warm_results
+
+        warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
     signals.uninstall()
     if not command:
         if lock:
