@@ -57,8 +57,9 @@ def make_parent(path: Path, root: Path | None = None) -> None:
         ensure_inside(path, root)
 
 
-def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None) -> None:
-    """Write `text` to `path` atomically, fsynced so a crash leaves old or new content; stay inside `root`."""
+def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None, durable: bool = True) -> None:
+    """Write `text` to `path` atomically, stay inside `root`. `durable`: fsynced, so that a power cut too
+    leaves the old or the new content (a killed process always does)."""
     make_parent(path, root)
     temp = temp_name(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -66,15 +67,16 @@ def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = Non
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Path, data: object, root: Path | None = None) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", root=root)
+def write_json(path: Path, data: object, root: Path | None = None, durable: bool = True) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", root=root, durable=durable)
 
 
 def symlink(target: str, link: Path, root: Path | None = None) -> bool:

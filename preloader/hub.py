@@ -28,9 +28,10 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
 from . import logs
+from .connections import NetworkError, StatusError
 from .errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
 from .spec import RepoSpec, etag_problem, is_commit, repo_path_problem
-from .transfer import RemoteFile, Transfer, make_client
+from .transfer import RemoteFile, Transfer, make_pool
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,16 @@ class _Silent(hf_tqdm):
 
 
 def _status(error: BaseException) -> int | None:
+    if isinstance(error, StatusError):
+        return error.status
     response = getattr(error, "response", None)
     return getattr(response, "status_code", None)
+
+
+def _retry_after(error: BaseException) -> str | None:
+    if isinstance(error, StatusError):
+        return error.retry_after
+    return error.response.headers.get("Retry-After")
 
 
 def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str | None = None) -> PreloaderError:
@@ -81,10 +90,12 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
     if status in RETRYABLE_STATUS:
         from .retry import parse_retry_after
 
-        retry_after = parse_retry_after(cause.response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(_retry_after(cause))
         return HubUnreachable(f"{where}: the hub answered {status}", retry_after)
     if isinstance(cause, httpx2.TransportError):  # timeouts, refused or reset connections
         return HubUnreachable(f"{where}: cannot reach the hub ({type(cause).__name__}: {cause})")
+    if isinstance(cause, NetworkError):
+        return HubUnreachable(f"{where}: cannot reach the hub ({cause})")
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
         return DiskError(f"{where}: {cause.strerror} while writing the cache ({cause.filename or 'cache'})")
     if isinstance(cause, HfHubHTTPError):
@@ -171,9 +182,9 @@ class Hub:
         files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
         if not files:
             return
-        client = make_client(self.connections, self.read_timeout)
+        connections = make_pool(self.read_timeout)
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(files)), thread_name_prefix="preloader-fetch")
-        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, client, on_bytes): f for f in files}
+        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, connections, on_bytes): f for f in files}
         try:
             pending = set(futures)
             while pending:
@@ -187,9 +198,9 @@ class Hub:
         finally:
             # On a signal the caller is leaving: do not wait for threads blocked in a read.
             pool.shutdown(wait=False, cancel_futures=True)
-            client.close()
+            connections.close()
 
-    def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, cache_dir: Path, client,
+    def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, cache_dir: Path, connections,
                    on_bytes: Callable[[int], None]) -> None:
         try:
             if self.uses_hub_download(file):
@@ -209,7 +220,7 @@ class Hub:
                 cache_dir=cache_dir, state_dir=self.state_dir or cache_dir / ".locks" / "preloader",
                 endpoint=self.endpoint, repo_type=spec.repo_type, repo_id=spec.repo_id, commit=commit, file=file,
                 token=self.token, connections=self.connections if file.size >= self.parallel_threshold else 1,
-                client=client, on_bytes=on_bytes,
+                pool=connections, on_bytes=on_bytes,
             ).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error

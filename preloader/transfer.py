@@ -7,6 +7,11 @@ ours never write the same blob at once). Which chunks are on disk is kept in
 fetches only the rest. The file is hashed as the chunks land, in order, and is
 renamed into `blobs/` only when its size and hash match the etag.
 
+Each connection reads into one reused buffer and `pwrite`s it in place; a hash
+thread follows the contiguous part of the file through the page cache. After the
+first request, chunks go straight to the URL the hub redirected to (its CDN), as
+hf_transfer does, instead of through the hub's resolve endpoint per chunk.
+
 huggingface_hub's hf_transfer cannot do this: it deletes the file on any error,
 reports finished chunks without their offsets, and holds whole chunks in memory.
 """
@@ -17,6 +22,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import mmap
 import os
 import queue
 import threading
@@ -26,16 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx2
-
 from . import atomic
+from .connections import Connections, StatusError
 from .errors import TransientError, UnsafePathError
 from .layout import repo_folder_name
 
 MIB = 1024 * 1024
-READ_SIZE = 256 * 1024  # also the grain of resume: progress is counted per read
-HASH_BLOCK = 8 * MIB
-STATE_EVERY = 0.2  # seconds between saves of the range map: a kill -9 loses at most this much progress
+READ_SIZE = MIB  # also the grain of resume: progress is counted per read
+HASH_BLOCK = 32 * MIB  # mapped at a time while hashing: bounds what hashing adds to RSS
+STATE_EVERY = 0.1  # seconds between saves of the range map: a kill -9 loses at most this much progress
+EXPIRED = {401, 403, 404, 410}  # from a redirect target: its signature expired, ask the hub again
 
 
 class ContentMismatch(TransientError):
@@ -76,19 +82,69 @@ class _Hasher:
         self.offset = 0
 
     def advance(self, fd: int, upto: int) -> None:
+        if os.fstat(fd).st_size < upto:  # only we write it, under its lock; a shorter file would be SIGBUS below
+            raise TransientError("partial file shrank while hashing")
         while self.offset < upto:
-            data = os.pread(fd, min(HASH_BLOCK, upto - self.offset), self.offset)
-            if not data:
-                raise TransientError("partial file shrank while hashing")
-            self.digest.update(data)
-            self.offset += len(data)
+            n = min(HASH_BLOCK, upto - self.offset)
+            start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+            try:  # hash the page cache in place: no copy, and the GIL is released while hashing
+                with mmap.mmap(fd, self.offset + n - start, offset=start, access=mmap.ACCESS_READ) as pages, \
+                        memoryview(pages) as whole, whole[self.offset - start:] as part:
+                    self.digest.update(part)
+            except (OSError, ValueError):  # a file system that cannot map files
+                data = os.pread(fd, n, self.offset)
+                if len(data) != n:
+                    raise TransientError("partial file shrank while hashing") from None
+                self.digest.update(data)
+            self.offset += n
+
+
+class _HashThread:
+    """Runs a _Hasher up to a moving target in a thread of its own, so that hashing a long run of
+    finished chunks never holds up the saves of the range map (what a kill -9 loses)."""
+
+    def __init__(self, hasher: _Hasher, fd: int) -> None:
+        self.hasher, self.fd = hasher, fd
+        self.target = hasher.offset
+        self.closing = self.aborted = False
+        self.failure: BaseException | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="preloader-hash", daemon=True)
+        self.thread.start()
+
+    def follow(self, upto: int) -> None:
+        with self.cond:
+            self.target = max(self.target, upto)
+            self.cond.notify()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.aborted and not self.closing and self.hasher.offset >= self.target:
+                        self.cond.wait()
+                    if self.aborted or self.hasher.offset >= self.target:
+                        return
+                    upto = min(self.target, self.hasher.offset + HASH_BLOCK)
+                self.hasher.advance(self.fd, upto)
+        except BaseException as error:  # noqa: BLE001 - raised by finish() in the coordinating thread
+            self.failure = error
+
+    def finish(self, abort: bool) -> None:
+        """Stop: at once, or once the target is hashed. Raises what the thread failed with."""
+        with self.cond:
+            self.closing, self.aborted = True, abort
+            self.cond.notify()
+        self.thread.join()
+        if self.failure is not None and not abort:
+            raise self.failure
 
 
 class Transfer:
     """Download one RemoteFile of a commit into the cache. Thread-safe progress via `on_bytes`."""
 
     def __init__(self, *, cache_dir: Path, state_dir: Path, endpoint: str, repo_type: str, repo_id: str,
-                 commit: str, file: RemoteFile, token: str | None, connections: int, client: httpx2.Client,
+                 commit: str, file: RemoteFile, token: str | None, connections: int, pool: Connections,
                  on_bytes: Callable[[int], None] = lambda n: None) -> None:
         folder = repo_folder_name(repo_type, repo_id)
         self.cache_dir = cache_dir
@@ -102,7 +158,8 @@ class Transfer:
         # identity: the hash is over the file's bytes, not a compressed transfer of them
         self.headers = {"Accept-Encoding": "identity"} | ({"Authorization": f"Bearer {token}"} if token else {})
         self.connections = max(1, connections)
-        self.client = client
+        self.pool = pool
+        self.direct: str | None = None  # where the hub redirected the file's URL to (its CDN), once known
         self.on_bytes = on_bytes
         self.fetched = 0
         self._count_lock = threading.Lock()
@@ -125,8 +182,12 @@ class Transfer:
         return set(), {}
 
     def save_state(self, chunk: int, done: set[int], partial: dict[int, int]) -> None:
-        """Bytes are pwritten before they are counted here, so the map never claims more than is on disk."""
-        atomic.write_json(self.state_file, {
+        """Bytes are pwritten before they are counted here, so the map never claims more than is on disk.
+
+        Not fsynced: it has to outlive the process, and the page cache does; after a power cut the hash
+        check before publication catches a map that ran ahead of the data.
+        """
+        atomic.write_json(self.state_file, durable=False, data={
             "etag": self.file.etag, "size": self.file.size, "chunk": chunk, "done": sorted(done),
             "partial": {str(k): v for k, v in dict(partial).items() if v and k not in done},
         })
@@ -194,33 +255,43 @@ class Transfer:
         headers = dict(self.headers)
         if start is not None:
             headers["Range"] = f"bytes={start}-{end}"
-        request = self.client.build_request("GET", self.url, headers=headers)
-        response = self.client.send(request, stream=True, follow_redirects=True)
-        if response.status_code >= 400:
-            response.read()
-            response.close()
-            raise httpx2.HTTPStatusError(f"{response.status_code} for {self.file.path}", request=request,
-                                         response=response)
+        direct = self.direct
+        if direct is not None:
+            try:  # the token goes only to the hub's origin, as on the first request's redirect
+                return self.pool.get(direct, headers, origin=self.url)
+            except StatusError as error:
+                if error.status not in EXPIRED:
+                    raise
+                self.direct = None
+        response = self.pool.get(self.url, headers)
+        if response.url != self.url:
+            self.direct = response.url
         return response
 
-    def _write_stream(self, fd: int, response, offset: int, length: int | None, hasher: _Hasher | None,
+    def _write_stream(self, fd: int, response, offset: int, length: int, hasher: _Hasher | None,
                       on_write: Callable[[int], None] | None = None) -> int:
-        """Write a response body at `offset`; return the bytes written. Raises on a short body."""
+        """Write `length` bytes of a response body at `offset`; return them. Raises on a short or long body."""
+        buffer = bytearray(min(READ_SIZE, max(length, 1)))
+        view = memoryview(buffer)
         written = 0
-        for data in response.iter_raw(READ_SIZE):
-            if length is not None and written + len(data) > length:
-                raise TransientError(f"{self.file.path}: server sent more than the {length} bytes asked for")
-            os.pwrite(fd, data, offset + written)
+        while written < length:
+            n = response.readinto(view[:length - written] if length - written < len(buffer) else view)
+            if not n:
+                raise TransientError(f"{self.file.path}: body cut short at {written} of {length} bytes")
+            data = view[:n]
+            done = 0
+            while done < n:  # pwrite on a regular file writes it all or raises; this is for the odd one
+                done += os.pwrite(fd, data[done:], offset + written + done)
             if hasher is not None:
                 hasher.digest.update(data)
-            written += len(data)
+            written += n
             if on_write is not None:
                 on_write(written)
             with self._count_lock:
-                self.fetched += len(data)
-            self.on_bytes(len(data))
-        if length is not None and written != length:
-            raise TransientError(f"{self.file.path}: body cut short at {written} of {length} bytes")
+                self.fetched += n
+            self.on_bytes(n)
+        if response.length:  # announced more than was asked for
+            raise TransientError(f"{self.file.path}: server sent more than the {length} bytes asked for")
         return written
 
     def _single_stream(self, fd: int) -> _Hasher:
@@ -250,8 +321,8 @@ class Transfer:
                 return
             response = response or self._get(first, last)
             with contextlib.closing(response):
-                if response.status_code != 206:
-                    raise TransientError(f"{self.file.path}: expected 206, got {response.status_code}")
+                if response.status != 206:
+                    raise TransientError(f"{self.file.path}: expected 206, got {response.status}")
                 already = partial.get(index, 0)
                 self._write_stream(fd, response, first, last - first + 1, None,
                                    on_write=lambda n: partial.__setitem__(index, already + n))
@@ -260,7 +331,7 @@ class Transfer:
         if not todo.empty():
             index = todo.get()
             response = self._get(index * chunk + partial.get(index, 0), min(self.file.size, (index + 1) * chunk) - 1)
-            if response.status_code == 200:  # Range ignored: this body is the whole file, use it
+            if response.status == 200:  # Range ignored: this body is the whole file, use it
                 self.state_file.unlink(missing_ok=True)
                 hasher = _Hasher(self.file)
                 with contextlib.closing(response):
@@ -290,8 +361,19 @@ class Transfer:
         for thread in threads:
             thread.start()
         hasher = _Hasher(self.file)
+        hashing = _HashThread(hasher, fd)
+        frontier = 0  # chunks before it are all on disk
+
+        def follow() -> None:
+            nonlocal frontier
+            while frontier < count and frontier in done:
+                frontier += 1
+            hashing.follow(min(self.file.size, frontier * chunk))
+
+        follow()
         saved = time.monotonic()
         error: BaseException | None = None
+        finished_ok = False
         try:
             # Until every worker has exited and reported: each reports each chunk it finished or failed.
             while any(t.is_alive() for t in threads) or not finished.empty():
@@ -304,31 +386,24 @@ class Transfer:
                     stop.set()
                 elif index is not None:
                     done.add(index)
-                    contiguous = hasher.offset // chunk
-                    while contiguous in done and contiguous < count:
-                        contiguous += 1
-                    hasher.advance(fd, min(self.file.size, contiguous * chunk))
+                    follow()
                 if time.monotonic() - saved > STATE_EVERY:
                     self.save_state(chunk, done, partial)
                     saved = time.monotonic()
+            finished_ok = error is None
         finally:
             stop.set()
             for response in probe.values():
                 response.close()
             self.save_state(chunk, done, partial)
+            hashing.finish(abort=not finished_ok)
         if error is not None:
             raise error
         return hasher
 
 
-def make_client(connections: int, timeout: float = 30.0) -> httpx2.Client:
-    """An HTTP client for ranged downloads: env proxies honoured, redirects followed (auth dropped cross-host)."""
+def make_pool(timeout: float = 30.0) -> Connections:
+    """Keep-alive connections for the transfers of one fetch: env proxies honoured, redirects followed."""
     from . import __version__
 
-    return httpx2.Client(
-        timeout=httpx2.Timeout(timeout, connect=10.0),
-        limits=httpx2.Limits(max_connections=connections * 2, max_keepalive_connections=connections * 2),
-        headers={"User-Agent": f"preloader/{__version__}"},
-        follow_redirects=True,
-    )
-
+    return Connections(timeout, user_agent=f"preloader/{__version__}")
