@@ -105,6 +105,23 @@ class IgnoreRange(Action):
     ignore_range = True
 
 
+class RedirectToCdn(Action):
+    """Answer with a 302 to ``<base>/cdn<path>``, as the public hub sends file downloads to its CDN.
+
+    The proxy serves ``/cdn/<path>`` as ``<path>`` from upstream. A ``base`` with another host name
+    (``http://localhost:<port>``) makes the CDN another origin, which must never see the token.
+    """
+
+    def __init__(self, base: str, times: int | None = None):
+        super().__init__(times)
+        self.base = base
+
+    def respond(self, ex) -> bool:
+        query = f"?{ex.query}" if ex.query else ""
+        ex.reply(302, {"Location": f"{self.base}/cdn{ex.path_only}{query}"}, b"")
+        return True
+
+
 class CutAfter(Action):
     """Send only the first ``limit`` body bytes, then close: a connection cut mid-body."""
 

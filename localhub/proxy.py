@@ -90,11 +90,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         hub = self.server.hub
         self.method = self.command
+        if self.path.startswith(("http://", "https://")):  # sent to us as a forward proxy (HTTP_PROXY)
+            self.path = urlsplit(self.path)._replace(scheme="", netloc="").geturl()
         split = urlsplit(self.path)
         self.path_only, self.query = split.path, split.query
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.rec = Record(self.method, self.path_only, self.query, time.time(), headers)
         hub._record(self.rec)
+        if self.path_only.startswith("/cdn/"):  # RedirectToCdn's target: the same file from upstream
+            self.path = self.path[len("/cdn"):]
         try:
             body = self._read_request_body()
             action = hub._pick(self.method, self.path_only)

@@ -29,10 +29,11 @@ class NetworkError(TransientError):
 class StatusError(Exception):
     """The server answered with an error status; `retry_after` is its Retry-After header, if any."""
 
-    def __init__(self, status: int, url: str, retry_after: str | None) -> None:
+    def __init__(self, status: int, url: str, headers) -> None:
         super().__init__(f"{status} for {urlsplit(url).path}")  # no query: signed URLs carry credentials
         self.status = status
-        self.retry_after = retry_after
+        self.retry_after: str | None = headers.get("Retry-After")
+        self.error_code: str | None = headers.get("X-Error-Code")  # the hub's word: RepoNotFound, GatedRepo...
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -71,6 +72,14 @@ class Response:
     def readinto(self, buffer) -> int:
         try:
             return self._raw.readinto(buffer)
+        except (OSError, http.client.HTTPException) as error:
+            self._raw.close()
+            raise NetworkError(f"connection failed while reading: {type(error).__name__}: {error}") from error
+
+    def read(self) -> bytes:
+        """The whole body (API answers: small)."""
+        try:
+            return self._raw.read()
         except (OSError, http.client.HTTPException) as error:
             self._raw.close()
             raise NetworkError(f"connection failed while reading: {type(error).__name__}: {error}") from error
@@ -120,9 +129,8 @@ class Connections:
                 url = urljoin(url, location)
                 continue
             if response.status >= 400:
-                retry_after = response.headers.get("Retry-After")
                 response.close()
-                raise StatusError(response.status, url, retry_after)
+                raise StatusError(response.status, url, response.headers)
             return response
         raise NetworkError(f"more than {MAX_REDIRECTS} redirects")
 

@@ -1,34 +1,27 @@
-"""Talking to the hub through huggingface_hub: resolve a revision, list its files, fetch files.
+"""Talking to the hub: resolve a revision and list its files over the hub's REST API, fetch files.
 
-Imported only when the network is needed: a cached start must not pay for
-importing huggingface_hub and its HTTP stack. Every call gets an explicit
-endpoint, token and cache dir; nothing relies on env vars read at import.
+Resolving and our own transfers need only the standard library. huggingface_hub,
+whose import (with its HTTP stack) is most of a cold start's CPU time, is imported
+only for the files it fetches itself: Xet files, or everything with
+PRELOADER_TRANSFER=hub. Every call gets an explicit endpoint, token and cache dir;
+nothing relies on env vars read at import.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-
-import httpx2
-from huggingface_hub import HfApi, constants, hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
+from urllib.parse import quote, urljoin
 
 from . import logs
-from .connections import NetworkError, StatusError
+from .connections import Connections, NetworkError, StatusError
 from .errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
 from .spec import RepoSpec, etag_problem, is_commit, repo_path_problem
 from .transfer import RemoteFile, Transfer, make_pool
@@ -46,14 +39,6 @@ class HubUnreachable(TransientError):
         self.retry_after = retry_after
 
 
-class _Silent(hf_tqdm):
-    """huggingface_hub's bars, switched off: our plan-wide progress replaces them."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-
-
 def _status(error: BaseException) -> int | None:
     if isinstance(error, StatusError):
         return error.status
@@ -67,19 +52,35 @@ def _retry_after(error: BaseException) -> str | None:
     return error.response.headers.get("Retry-After")
 
 
+def _hub_error_kind(cause: BaseException) -> str | None:
+    """The hub's own word for a refusal (its X-Error-Code), from our answer or a huggingface_hub error."""
+    if isinstance(cause, StatusError):
+        return cause.error_code
+    hf = sys.modules.get("huggingface_hub.errors")  # not loaded: the error cannot be one of its
+    if hf is None:
+        return None
+    for kind, cls in (("GatedRepo", hf.GatedRepoError), ("RepoNotFound", hf.RepositoryNotFoundError),
+                      ("RevisionNotFound", hf.RevisionNotFoundError), ("EntryNotFound", hf.EntryNotFoundError)):
+        if isinstance(cause, cls) and not isinstance(cause, hf.LocalEntryNotFoundError):
+            return kind
+    return None
+
+
 def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str | None = None) -> PreloaderError:
-    """Turn a huggingface_hub / HTTP / OS error into ours, with the exit code and a message naming the repo."""
+    """Turn a hub / HTTP / OS error into ours, with the exit code and a message naming the repo."""
     where = f"{spec.repo_type} {spec.repo_id}@{spec.revision}" + (f" file {path}" if path else "")
+    hf = sys.modules.get("huggingface_hub.errors")
     # huggingface_hub wraps network failures into LocalEntryNotFoundError when the file is not cached.
-    cause = error.__cause__ if isinstance(error, LocalEntryNotFoundError) and error.__cause__ else error
-    if isinstance(cause, GatedRepoError):
+    cause = error.__cause__ if hf and isinstance(error, hf.LocalEntryNotFoundError) and error.__cause__ else error
+    kind = _hub_error_kind(cause)
+    if kind == "GatedRepo":
         return AuthError(f"{where}: the repo is gated; accept its terms on the hub and use a token that has access")
-    if isinstance(cause, RepositoryNotFoundError):
+    if kind == "RepoNotFound":
         hint = "check the name and revision" + ("" if token_set else ", or set a token if it is private")
         return NotFoundError(f"{where}: repository or revision not found or not visible; {hint}")
-    if isinstance(cause, RevisionNotFoundError):
+    if kind == "RevisionNotFound":
         return NotFoundError(f"{where}: revision not found; check the branch, tag or commit")
-    if isinstance(cause, EntryNotFoundError) and not isinstance(cause, LocalEntryNotFoundError):
+    if kind == "EntryNotFound":
         return NotFoundError(f"{where}: file not found on the hub")
     status = _status(cause)
     if status in (401, 403):
@@ -92,13 +93,14 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
 
         retry_after = parse_retry_after(_retry_after(cause))
         return HubUnreachable(f"{where}: the hub answered {status}", retry_after)
-    if isinstance(cause, httpx2.TransportError):  # timeouts, refused or reset connections
+    httpx2 = sys.modules.get("httpx2")  # huggingface_hub's HTTP client
+    if httpx2 is not None and isinstance(cause, httpx2.TransportError):  # timeouts, refused or reset connections
         return HubUnreachable(f"{where}: cannot reach the hub ({type(cause).__name__}: {cause})")
     if isinstance(cause, NetworkError):
         return HubUnreachable(f"{where}: cannot reach the hub ({cause})")
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
         return DiskError(f"{where}: {cause.strerror} while writing the cache ({cause.filename or 'cache'})")
-    if isinstance(cause, HfHubHTTPError):
+    if (hf and isinstance(cause, hf.HfHubHTTPError)) or isinstance(cause, StatusError):
         return PreloaderError(f"{where}: unexpected answer from the hub: {cause}")
     if isinstance(cause, PreloaderError):
         return cause
@@ -140,26 +142,43 @@ class Hub:
     lock_timeout: float = 3600.0
     read_timeout: float = 30.0
 
-    def _prepare(self) -> None:
-        # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
-        # We only get here after deciding to go online, so the decision must win.
-        constants.HF_HUB_OFFLINE = False
-        constants.HF_HUB_DOWNLOAD_TIMEOUT = self.read_timeout  # likewise read once at import
-        logs.adopt("huggingface_hub")
+    @cached_property
+    def _pool(self) -> Connections:  # API calls: kept alive from one to the next
+        return make_pool(self.read_timeout)
+
+    def _api(self, url: str) -> tuple[object, str | None]:
+        """GET a hub API URL: its JSON, and the next page's URL (the `Link: <...>; rel="next"` header)."""
+        headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {self.token}"} if self.token else {})
+        with self._pool.get(url, headers, origin=self.endpoint) as response:
+            body = response.read()
+            link = response.headers.get("Link") or ""
+        following = next((part.split(">")[0].split("<")[-1] for part in link.split(",") if 'rel="next"' in part),
+                         None)
+        try:
+            return json.loads(body), urljoin(url, following) if following else None
+        except ValueError:
+            raise HubDataError(f"the hub's answer to {url.split('?')[0]} is not JSON") from None
 
     def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, RemoteFile]]:
         """The commit a revision points at now, and that commit's files (size, etag, Xet or not)."""
-        self._prepare()
-        api = HfApi(endpoint=self.endpoint, token=self.token or False)
+        api = f"{self.endpoint}/api/{spec.repo_type}s/{spec.repo_id}"
         try:
-            info = api.repo_info(spec.repo_id, repo_type=spec.repo_type, revision=spec.revision)
-            commit = info.sha
-            tree = api.list_repo_tree(spec.repo_id, repo_type=spec.repo_type, revision=commit, recursive=True)
-            files = {}
-            for item in tree:
-                if isinstance(item, RepoFile):
-                    etag = (item.lfs.sha256 if item.lfs else item.blob_id) or ""
-                    files[item.path] = RemoteFile(item.path, item.size, etag.lower(), xet=bool(item.xet_hash))
+            info, _ = self._api(f"{api}/revision/{quote(spec.revision, safe='')}")
+            commit = info.get("sha") if isinstance(info, dict) else None
+            if not isinstance(commit, str) or not is_commit(commit):
+                check_listing(spec, commit, {})  # raises, before the id goes into a URL
+            files: dict[str, RemoteFile] = {}
+            url: str | None = f"{api}/tree/{commit}?recursive=true"
+            while url:
+                page, url = self._api(url)
+                for item in page if isinstance(page, list) else [page]:
+                    if isinstance(item, dict) and item.get("type") in ("directory", "folder"):
+                        continue
+                    file = _listed_file(item)
+                    if file is None:
+                        raise HubDataError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: the hub listed a "
+                                           f"malformed entry, nothing was written: {str(item)[:200]}")
+                    files[file.path] = file
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token)) from error
         check_listing(spec, commit, files)
@@ -178,11 +197,10 @@ class Hub:
         on_bytes: Callable[[int], None] = lambda n: None,
     ) -> None:
         """Download `files` of `commit` into the cache, several at once; the first failure cancels the rest."""
-        self._prepare()
         files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
         if not files:
             return
-        connections = make_pool(self.read_timeout)
+        connections = make_pool(self.read_timeout)  # closed at the end: idle connections must not pile up
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(files)), thread_name_prefix="preloader-fetch")
         futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, connections, on_bytes): f for f in files}
         try:
@@ -204,6 +222,13 @@ class Hub:
                    on_bytes: Callable[[int], None]) -> None:
         try:
             if self.uses_hub_download(file):
+                from huggingface_hub import constants, hf_hub_download
+
+                # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
+                # We only get here after deciding to go online, so the decision must win.
+                constants.HF_HUB_OFFLINE = False
+                constants.HF_HUB_DOWNLOAD_TIMEOUT = self.read_timeout  # likewise read once at import
+                logs.adopt("huggingface_hub")
                 hf_hub_download(
                     spec.repo_id,
                     file.path,
@@ -212,7 +237,7 @@ class Hub:
                     cache_dir=cache_dir,
                     token=self.token or False,
                     endpoint=self.endpoint,
-                    tqdm_class=_Silent,  # our own plan-wide progress covers it
+                    tqdm_class=_silent_bars(),  # our own plan-wide progress covers it
                 )
                 on_bytes(file.size)
                 return
@@ -224,3 +249,27 @@ class Hub:
             ).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error
+
+
+def _listed_file(item: object) -> RemoteFile | None:
+    """A file of a tree listing (`oid`: git blob id; `lfs.oid`: sha256), or None if it is malformed."""
+    if not isinstance(item, dict) or item.get("type", "file") != "file":
+        return None
+    lfs = item.get("lfs")
+    etag = lfs.get("oid") if isinstance(lfs, dict) else item.get("oid")
+    path, size = item.get("path"), item.get("size")
+    if not isinstance(path, str) or not isinstance(etag, str) or not isinstance(size, int) or isinstance(size, bool):
+        return None
+    return RemoteFile(path, size, etag.lower(), xet=bool(item.get("xetHash")))
+
+
+def _silent_bars():
+    """huggingface_hub's bars, switched off: our plan-wide progress replaces them."""
+    from huggingface_hub.utils.tqdm import tqdm
+
+    class Silent(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Silent

@@ -106,7 +106,8 @@ def test_transient_errors_and_429_are_retried_then_succeed(hub, mirrors, cache):
     hub.add_rule(revision, Status(500, times=1))
     hub.add_rule(revision, Status(502, times=1))
     hub.add_rule(revision, Status(503, times=1, headers={"Retry-After": "1"}))
-    until = int(time.time()) + 8
+    # Later than the backoffs before it can add up to (at most 1 + 2 + 1 + 8 s), so the wait is seen.
+    until = int(time.time()) + 14
     date = email.utils.formatdate(until, usegmt=True)
     hub.add_rule(f"/api/models/{MODEL}/tree/", Status(503, times=1))
     hub.add_rule(lambda m, p: m == "GET" and p.endswith("/config.json"), Status(429, times=1,

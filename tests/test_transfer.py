@@ -235,3 +235,50 @@ def test_a_chunk_saved_whole_in_the_partial_map_counts_as_done(tmp_path):
                                         "partial": {"1": chunk, "2": 5, "3": 10}}))
     done, partial = t.load_state(chunk)
     assert done == {0, 1, 3} and partial[2] == 5
+
+
+def test_chunks_go_straight_to_the_cdn_and_the_token_stays_with_the_hub(hub, mirrors, cache):
+    """As the public hub does: a file GET answers 302 to a CDN on another origin. After the first
+    request, chunks go to the CDN directly; an expired CDN URL (403) is asked for again through the hub."""
+    import itertools
+
+    from localhub import RedirectToCdn, Status
+
+    token = "hf_cdnTestToken0123456789"
+    cdn_gets = itertools.count()
+    hub.add_rule(lambda m, p: m == "GET" and p.startswith("/cdn/") and p.endswith("model.safetensors")
+                 and next(cdn_gets) == 3, Status(403, times=1))  # the signed URL expired, once, mid-file
+    hub.add_rule(lambda m, p: m == "GET" and "/resolve/" in p and not p.startswith("/cdn/"),
+                 RedirectToCdn(f"http://localhost:{hub.port}"))
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, RUNPOD_HUGGINGFACE_USER="alice",
+                        RUNPOD_HUGGINGFACE_TOKEN=token, **PARALLEL)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    gets = weight_gets(hub)
+    via_hub = [r for r in gets if not r.path.startswith("/cdn/")]
+    cdn = [r for r in gets if r.path.startswith("/cdn/")]
+    assert {r.status for r in via_hub} == {302}
+    # The first chunk, and again after the 403 (by each connection that raced to it); not once per chunk.
+    assert 2 <= len(via_hub) <= 1 + int(PARALLEL["PRELOADER_CONNECTIONS"]) < len(cdn) - 1
+    assert sum(r.body_bytes for r in cdn if r.status == 206) == SIZE
+    assert all(r.request_headers.get("authorization") == f"Bearer {token}" for r in via_hub)
+    assert not [r for r in hub.requests() if r.path.startswith("/cdn/") and "authorization" in r.request_headers]
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_http_proxy_from_the_environment_carries_every_request(hub, mirrors, cache):
+    """A hub reachable only through a forward proxy (HTTP_PROXY with credentials), as behind a corporate one."""
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, HF_ENDPOINT="http://hub.preloader-test.invalid",
+                        HTTP_PROXY=f"http://bob:s%40cret@127.0.0.1:{hub.port}", NO_PROXY="", no_proxy="",
+                        **PARALLEL)
+    env.pop("http_proxy", None)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    seen = hub.requests()
+    assert any("/api/models/org/big-model/revision/main" in r.path for r in seen)
+    assert len(weight_gets(hub)) > 4
+    import base64
+
+    expected = "Basic " + base64.b64encode(b"bob:s@cret").decode()
+    assert {r.request_headers.get("proxy-authorization") for r in seen} == {expected}
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
