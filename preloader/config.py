@@ -34,6 +34,7 @@ class Option:
     kind: str = "str"  # str | list | bool | duration | count | choice
     fallbacks: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
+    most: int | None = None  # for counts
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -82,7 +83,7 @@ OPTIONS: tuple[Option, ...] = (
            "hub: huggingface_hub for all; parallel: ours for all.", default="auto", kind="choice",
            choices=("auto", "hub", "parallel")),
     Option("connections", "PRELOADER_CONNECTIONS", "--connections",
-           "Parallel ranged connections per large file.", default="8", kind="count"),
+           "Parallel ranged connections per large file (at most 64).", default="8", kind="count", most=64),
     Option("parallel_threshold", "PRELOADER_PARALLEL_THRESHOLD", "--parallel-threshold",
            "Files at least this big use several connections (500M, 64MiB).", default="64MiB", kind="size"),
     Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
@@ -274,7 +275,7 @@ class _Loader:
                 raise ValueError(text)
             return text.lower()
         if option.kind == "count":
-            if not text.isdigit() or int(text) < 1:
+            if not text.isdigit() or int(text) < 1 or (option.most is not None and int(text) > option.most):
                 raise ValueError(text)
             return int(text)
         if option.kind == "choice":
@@ -287,6 +288,8 @@ class _Loader:
 
     @staticmethod
     def expected(option: Option) -> str:
+        if option.kind == "count" and option.most is not None:
+            return f"expected a whole number from 1 to {option.most}"
         return {
             "bool": "expected 1/0, true/false, yes/no or on/off",
             "duration": "expected seconds or a duration like 90s, 10m, 1h",

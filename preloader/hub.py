@@ -24,7 +24,7 @@ from . import logs
 from .connections import Connections, NetworkError, StatusError
 from .errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
 from .spec import RepoSpec, etag_problem, is_commit, repo_path_problem
-from .transfer import RemoteFile, Transfer, make_pool
+from .transfer import RemoteFile, Transfer, make_pool, read_size_for
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +201,12 @@ class Hub:
         if not files:
             return
         connections = make_pool(self.read_timeout)  # closed at the end: idle connections must not pile up
-        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(files)), thread_name_prefix="preloader-fetch")
-        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, connections, on_bytes): f for f in files}
+        workers = min(self.workers, len(files))
+        big = min(workers, sum(1 for f in files if f.size >= self.parallel_threshold))
+        read_size = read_size_for(big * self.connections + (workers - big))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preloader-fetch")
+        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, connections, read_size, on_bytes): f
+                   for f in files}
         try:
             pending = set(futures)
             while pending:
@@ -219,7 +223,7 @@ class Hub:
             connections.close()
 
     def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, cache_dir: Path, connections,
-                   on_bytes: Callable[[int], None]) -> None:
+                   read_size: int, on_bytes: Callable[[int], None]) -> None:
         try:
             if self.uses_hub_download(file):
                 from huggingface_hub import constants, hf_hub_download
@@ -245,7 +249,7 @@ class Hub:
                 cache_dir=cache_dir, state_dir=self.state_dir or cache_dir / ".locks" / "preloader",
                 endpoint=self.endpoint, repo_type=spec.repo_type, repo_id=spec.repo_id, commit=commit, file=file,
                 token=self.token, connections=self.connections if file.size >= self.parallel_threshold else 1,
-                pool=connections, on_bytes=on_bytes,
+                pool=connections, on_bytes=on_bytes, read_size=read_size,
             ).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error

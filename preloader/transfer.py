@@ -38,8 +38,9 @@ from .errors import TransientError, UnsafePathError
 from .layout import repo_folder_name
 
 MIB = 1024 * 1024
-READ_SIZE = MIB  # also the grain of resume: progress is counted per read
-HASH_BLOCK = 32 * MIB  # mapped at a time while hashing: bounds what hashing adds to RSS
+READ_SIZE = MIB  # per connection at most; also the grain of resume: progress is counted per read
+BUFFER_BUDGET = 64 * MIB  # the read buffers of every connection of a fetch together, at most
+HASH_BLOCK = 8 * MIB  # mapped at a time while hashing: what hashing adds to RSS, per file
 STATE_EVERY = 0.1  # seconds between saves of the range map: a kill -9 loses at most this much progress
 EXPIRED = {401, 403, 404, 410}  # from a redirect target: its signature expired, ask the hub again
 
@@ -145,7 +146,7 @@ class Transfer:
 
     def __init__(self, *, cache_dir: Path, state_dir: Path, endpoint: str, repo_type: str, repo_id: str,
                  commit: str, file: RemoteFile, token: str | None, connections: int, pool: Connections,
-                 on_bytes: Callable[[int], None] = lambda n: None) -> None:
+                 on_bytes: Callable[[int], None] = lambda n: None, read_size: int = READ_SIZE) -> None:
         folder = repo_folder_name(repo_type, repo_id)
         self.cache_dir = cache_dir
         self.file = file
@@ -159,6 +160,7 @@ class Transfer:
         self.headers = {"Accept-Encoding": "identity"} | ({"Authorization": f"Bearer {token}"} if token else {})
         self.connections = max(1, connections)
         self.pool = pool
+        self.read_size = read_size
         self.direct: str | None = None  # where the hub redirected the file's URL to (its CDN), once known
         self.on_bytes = on_bytes
         self.fetched = 0
@@ -271,7 +273,7 @@ class Transfer:
     def _write_stream(self, fd: int, response, offset: int, length: int, hasher: _Hasher | None,
                       on_write: Callable[[int], None] | None = None) -> int:
         """Write `length` bytes of a response body at `offset`; return them. Raises on a short or long body."""
-        buffer = bytearray(min(READ_SIZE, max(length, 1)))
+        buffer = bytearray(min(self.read_size, max(length, 1)))
         view = memoryview(buffer)
         written = 0
         while written < length:
@@ -400,6 +402,11 @@ class Transfer:
         if error is not None:
             raise error
         return hasher
+
+
+def read_size_for(connections_in_all: int) -> int:
+    """Each connection's read buffer: large for speed, smaller when many connections share the budget."""
+    return max(64 * 1024, min(READ_SIZE, BUFFER_BUDGET // max(1, connections_in_all)))
 
 
 def make_pool(timeout: float = 30.0) -> Connections:

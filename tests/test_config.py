@@ -82,6 +82,8 @@ def test_hf_token_is_the_fallback():
          "invalid settings: PRELOADER_TIMEOUT='soon': expected seconds or a duration like 90s, 10m, 1h"),
         ({"PRELOADER_RETRIES": "0"},
          "invalid settings: PRELOADER_RETRIES='0': expected a whole number of at least 1"),
+        ({"PRELOADER_CONNECTIONS": "65"},
+         "invalid settings: PRELOADER_CONNECTIONS='65': expected a whole number from 1 to 64"),
         ({"PRELOADER_OFFLINE": "maybe"},
          "invalid settings: PRELOADER_OFFLINE='maybe': expected 1/0, true/false, yes/no or on/off"),
         ({"PRELOADER_LOG_FORMAT": "xml"},

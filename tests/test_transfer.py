@@ -282,3 +282,12 @@ def test_http_proxy_from_the_environment_carries_every_request(hub, mirrors, cac
     expected = "Basic " + base64.b64encode(b"bob:s@cret").decode()
     assert {r.request_headers.get("proxy-authorization") for r in seen} == {expected}
     assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_read_buffers_share_a_fixed_budget():
+    from preloader.transfer import BUFFER_BUDGET, READ_SIZE, read_size_for
+
+    assert read_size_for(8) == READ_SIZE
+    assert read_size_for(64) * 64 <= BUFFER_BUDGET
+    assert read_size_for(8 * 64) * 8 * 64 <= BUFFER_BUDGET  # 8 files at once, 64 connections each
+    assert read_size_for(10_000) == 64 * 1024  # a floor: reads stay worth a system call
