@@ -41,7 +41,7 @@ MIB = 1024 * 1024
 READ_SIZE = MIB  # per connection at most; also the grain of resume: progress is counted per read
 BUFFER_BUDGET = 64 * MIB  # the read buffers of every connection of a fetch together, at most
 HASH_BLOCK = 8 * MIB  # mapped at a time while hashing: what hashing adds to RSS, per file
-STATE_EVERY = 0.1  # seconds between saves of the range map: a kill -9 loses at most this much progress
+STATE_EVERY = 0.05  # seconds between saves of the range map: a kill -9 loses at most this much progress
 EXPIRED = {401, 403, 404, 410}  # from a redirect target: its signature expired, ask the hub again
 
 
@@ -165,6 +165,8 @@ class Transfer:
         self.on_bytes = on_bytes
         self.fetched = 0
         self._count_lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._saved_at = 0.0
 
     # -- state ------------------------------------------------------------------------------------
     def load_state(self, chunk: int) -> tuple[set[int], dict[int, int]]:
@@ -193,6 +195,20 @@ class Transfer:
             "etag": self.file.etag, "size": self.file.size, "chunk": chunk, "done": sorted(done),
             "partial": {str(k): v for k, v in dict(partial).items() if v and k not in done},
         })
+
+    def save_state_if_due(self, chunk: int, done: set[int], partial: dict[int, int]) -> None:
+        """Save the map if STATE_EVERY has passed, from whichever thread gets here first.
+
+        The reading threads call it: on a busy machine they are the ones the scheduler runs, while a
+        thread that wakes up only to save can wait 100 ms and more for a core, and a kill -9 loses that.
+        """
+        if time.monotonic() - self._saved_at < STATE_EVERY or not self._save_lock.acquire(blocking=False):
+            return
+        try:
+            self.save_state(chunk, done, partial)
+            self._saved_at = time.monotonic()
+        finally:
+            self._save_lock.release()
 
     def discard(self) -> None:
         self.partial.unlink(missing_ok=True)
@@ -326,8 +342,12 @@ class Transfer:
                 if response.status != 206:
                     raise TransientError(f"{self.file.path}: expected 206, got {response.status}")
                 already = partial.get(index, 0)
-                self._write_stream(fd, response, first, last - first + 1, None,
-                                   on_write=lambda n: partial.__setitem__(index, already + n))
+
+                def on_write(n: int) -> None:
+                    partial[index] = already + n
+                    self.save_state_if_due(chunk, done, partial)
+
+                self._write_stream(fd, response, first, last - first + 1, None, on_write=on_write)
 
         # Probe with the first missing chunk: a 200 means Range is ignored, and the body is the whole file.
         if not todo.empty():
@@ -373,14 +393,13 @@ class Transfer:
             hashing.follow(min(self.file.size, frontier * chunk))
 
         follow()
-        saved = time.monotonic()
         error: BaseException | None = None
         finished_ok = False
         try:
             # Until every worker has exited and reported: each reports each chunk it finished or failed.
             while any(t.is_alive() for t in threads) or not finished.empty():
                 try:
-                    index, failure = finished.get(timeout=0.1)
+                    index, failure = finished.get(timeout=STATE_EVERY)
                 except queue.Empty:
                     index, failure = None, None
                 if failure is not None:
@@ -389,15 +408,14 @@ class Transfer:
                 elif index is not None:
                     done.add(index)
                     follow()
-                if time.monotonic() - saved > STATE_EVERY:
-                    self.save_state(chunk, done, partial)
-                    saved = time.monotonic()
+                self.save_state_if_due(chunk, done, partial)
             finished_ok = error is None
         finally:
             stop.set()
             for response in probe.values():
                 response.close()
-            self.save_state(chunk, done, partial)
+            with self._save_lock:  # readers that have not noticed `stop` yet may be saving too
+                self.save_state(chunk, done, partial)
             hashing.finish(abort=not finished_ok)
         if error is not None:
             raise error
