@@ -24,7 +24,7 @@ each run when permitted (the source files are read back in, so the CDN serves fr
     stream `$bytes_sent`).
 And peak RSS (os.wait4's ru_maxrss of the process) of `preloader run` on the single file with 1, 8 and 32
 connections. Prints one Markdown table per profile, the resume and memory figures, and PASS/FAIL per goal.
-Times are whole processes (start-up included); MB = 10^6 bytes.
+Times are whole processes (start-up included); MB = 10^6 bytes. bench/README-transfer.md has a measured run.
 """
 
 from __future__ import annotations
@@ -567,7 +567,7 @@ def main() -> None:
     rate = nginx_rate_bytes(args.rate)
 
     work = Path(tempfile.mkdtemp(prefix="preloader-transfer-bench-", dir=args.work_dir))
-    need = 2 * args.size * (1 if args.data_dir else 2) + args.size
+    need = 3 * args.size  # the two generated repos, and one download at a time
     if shutil.disk_usage(work).free < need:
         shutil.rmtree(work)
         raise SystemExit(f"needs {need / 1e9:.1f} GB free under {work.parent}; use a smaller --size")
