@@ -9,6 +9,7 @@ redirects are followed, and the token is never sent past the origin it was given
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import ssl
 import threading
@@ -64,32 +65,35 @@ class Response:
         self.url = url  # after redirects
         self.status = raw.status
         self.headers = raw.headers
+        self._broken = False
 
     @property
     def length(self) -> int | None:
         return self._raw.length  # bytes of body still to come, None when not announced
 
     def readinto(self, buffer) -> int:
-        try:
+        with self._failing():
             return self._raw.readinto(buffer)
-        except (OSError, http.client.HTTPException) as error:
-            self._raw.close()
-            raise NetworkError(f"connection failed while reading: {type(error).__name__}: {error}") from error
 
     def read(self) -> bytes:
         """The whole body (API answers: small)."""
-        try:
+        with self._failing():
             return self._raw.read()
+
+    @contextlib.contextmanager
+    def _failing(self):
+        try:
+            yield
         except (OSError, http.client.HTTPException) as error:
-            self._raw.close()
+            self._broken = True
             raise NetworkError(f"connection failed while reading: {type(error).__name__}: {error}") from error
 
     def close(self) -> None:
-        drained = self._raw.isclosed() or self._raw.length == 0
+        reusable = not self._broken and (self._raw.isclosed() or self._raw.length == 0) and not self._raw.will_close
         self._raw.close()
-        if drained and not self._raw.will_close:
+        if reusable:
             self._pool._put(self._key, self._conn)
-        else:  # a body left unread makes the connection useless for the next request
+        else:  # broken, or a body left unread: useless for the next request
             self._conn.close()
 
     def __enter__(self) -> Response:
@@ -124,7 +128,7 @@ class Connections:
             response = self._request(parts, url, headers)
             if response.status in REDIRECTS and response.headers.get("Location"):
                 location = response.headers["Location"]
-                response._raw.read()  # small body: drain it so the connection can be reused
+                response.read()  # small body: drain it so the connection can be reused
                 response.close()
                 url = urljoin(url, location)
                 continue
