@@ -42,6 +42,8 @@ class _Handler(BaseHTTPRequestHandler):
     _upstream: http.client.HTTPConnection | None = None
 
     def setup(self) -> None:
+        if hasattr(self.request, "do_handshake"):  # https: a client that fails it just goes away
+            self.request.do_handshake()
         super().setup()
         self.server.hub._track(self.connection, True)
 
@@ -163,8 +165,12 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() in HOP_BY_HOP:
                 continue
-            if k.lower() == "location" and v.startswith(hub.upstream_url):
-                v = hub.url + v[len(hub.upstream_url) :]
+            if k.lower() == "location":
+                # olah builds redirects from the Host header with http://: behind https that is us again
+                for base in (hub.upstream_url, f"http://127.0.0.1:{hub.port}"):
+                    if v.startswith(base):
+                        v = hub.url + v[len(base) :]
+                        break
             out.append((k, v))
         status, out = action.response_head(self, resp.status, out)
         length = next((int(v) for k, v in out if k.lower() == "content-length"), None)
@@ -257,7 +263,8 @@ class _Server(ThreadingHTTPServer):
 class HubProxy(RequestLog):
     """Reverse proxy for ``upstream`` on a free loopback port; counts all requests."""
 
-    def __init__(self, upstream: str, port: int = 0, upstream_timeout: float = 60.0):
+    def __init__(self, upstream: str, port: int = 0, upstream_timeout: float = 60.0, tls=None):
+        """``tls``: an ``ssl.SSLContext`` with a server certificate, to serve https."""
         u = urlsplit(upstream)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"need an http:// upstream, got {upstream!r}")
@@ -273,7 +280,10 @@ class HubProxy(RequestLog):
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.hub = self
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:  # the handshake happens in the request's thread (_Handler.setup)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"HubProxy:{self.port}", kwargs={"poll_interval": 0.05}, daemon=True
         )

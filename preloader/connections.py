@@ -16,7 +16,7 @@ import threading
 import urllib.request
 from urllib.parse import unquote, urljoin, urlsplit
 
-from .errors import TransientError
+from .errors import AuthError, TransientError
 
 REDIRECTS = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 10
@@ -25,6 +25,10 @@ CLOSED_MEANWHILE = (http.client.RemoteDisconnected, ConnectionResetError, Broken
 
 class NetworkError(TransientError):
     """The connection failed: refused, reset, cut short or timed out."""
+
+
+class UntrustedCertificate(AuthError):
+    """The server's TLS certificate does not verify: no retry, the user must supply its CA."""
 
 
 class StatusError(Exception):
@@ -161,6 +165,11 @@ class Connections:
         try:
             conn.request("GET", target, headers=headers)
             return Response(self, key, conn, conn.getresponse(), url)
+        except ssl.SSLCertVerificationError as error:
+            conn.close()
+            raise UntrustedCertificate(
+                f"the TLS certificate of {parts.hostname}:{port} is not trusted ({error.verify_message}); "
+                "point SSL_CERT_FILE at a bundle with its CA") from None
         except (OSError, http.client.HTTPException) as error:
             conn.close()
             raise NetworkError(f"cannot reach {parts.hostname}:{port}: {type(error).__name__}: {error}") from error

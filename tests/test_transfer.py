@@ -291,3 +291,43 @@ def test_read_buffers_share_a_fixed_budget():
     assert read_size_for(64) * 64 <= BUFFER_BUDGET
     assert read_size_for(8 * 64) * 8 * 64 <= BUFFER_BUDGET  # 8 files at once, 64 connections each
     assert read_size_for(10_000) == 64 * 1024  # a floor: reads stay worth a system call
+
+
+@pytest.fixture
+def tls_hub(olah, tmp_path):
+    """The same proxy over https, with a certificate from a private CA (as inside many companies)."""
+    import ssl
+
+    from localhub import HubProxy
+
+    cert, key = tmp_path / "hub.pem", tmp_path / "hub.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    proxy = HubProxy(olah.url, tls=context)
+    proxy.cert = cert
+    yield proxy
+    proxy.stop()
+
+
+def test_https_hub_with_a_private_ca(tls_hub, mirrors, cache):
+    env = preloader_env(tls_hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, SSL_CERT_FILE=str(tls_hub.cert), **PARALLEL)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    gets = weight_gets(tls_hub)
+    assert len(gets) > 4 and {r.status for r in gets} == {206}
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
+
+
+def test_an_untrusted_certificate_fails_fast_with_77(tls_hub, cache):
+    env = preloader_env(tls_hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_RETRIES="5", **PARALLEL)
+    env.pop("SSL_CERT_FILE", None)
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 77, proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert "certificate of 127.0.0.1" in error and "not trusted" in error and "SSL_CERT_FILE" in error
+    assert "Traceback" not in proc.stderr and "retry" not in proc.stderr  # no retries: it will not get better
+    assert tls_hub.count() == 0  # no request got through the handshake
+    assert not (cache / "models--org--big-model" / "blobs").exists()
