@@ -166,7 +166,7 @@ class Hub:
             info, _ = self._api(f"{api}/revision/{quote(spec.revision, safe='')}")
             commit = info.get("sha") if isinstance(info, dict) else None
             if not isinstance(commit, str) or not is_commit(commit):
-                check_listing(spec, commit, {})  # raises, before the id goes into a URL
+                check_listing(spec, str(commit), {})  # raises, before the id goes into a URL
             files: dict[str, RemoteFile] = {}
             url: str | None = f"{api}/tree/{commit}?recursive=true"
             while url:

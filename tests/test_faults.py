@@ -151,7 +151,9 @@ def test_permanent_errors_fail_fast_without_retry(hub, cache, where, action, cod
     proc = run(["run", "--", "true"], env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_RETRIES="5"),
                expect=code)
     assert proc.returncode == code, proc.stderr
-    assert time.monotonic() - started < 5
+    # No retry: the log and the request count below say so; the clock only catches a retry storm
+    # (olah alone can take seconds to serve a repo's first files on a loaded machine).
+    assert time.monotonic() - started < 15
     errors = [line for line in proc.stderr.splitlines() if line.startswith("preloader: error:")]
     assert len(errors) == 1 and f"{MODEL}@main" in errors[0] and words in errors[0]
     assert "warning: retry" not in proc.stderr
