@@ -1,3 +1,4 @@
+import logging
 import threading
 import time
 
@@ -18,16 +19,31 @@ def test_still_waiting_lines_then_acquire(tmp_path, caplog):
             holding.set()
             release.wait(5)
 
+    class ReleaseAfterTwoWaits(logging.Handler):
+        """The holder lets go once the waiter has said twice that it is still waiting (no clock race)."""
+
+        seen = 0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.msg == "lock.wait":
+                self.seen += 1
+                if self.seen == 2:
+                    release.set()
+
     thread = threading.Thread(target=holder)
     thread.start()
     holding.wait(5)
-    threading.Timer(0.7, release.set).start()
     caplog.set_level("INFO", logger="preloader")
-    with locks.hold(path, timeout=5, what="x", log_interval=0.2):
-        pass
+    handler = ReleaseAfterTwoWaits()
+    logging.getLogger("preloader").addHandler(handler)
+    try:
+        with locks.hold(path, timeout=5, what="x", log_interval=0.2):
+            assert release.is_set()  # acquired only after the holder let go
+    finally:
+        logging.getLogger("preloader").removeHandler(handler)
     thread.join()
     waits = [r for r in caplog.records if r.msg == "lock.wait"]
-    assert 2 <= len(waits) <= 5
+    assert 2 <= len(waits) <= 3  # a line every 0.2 s while waiting, then the lock
     assert path.stat().st_mode & 0o060 == 0o060
 
 
