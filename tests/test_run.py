@@ -158,7 +158,7 @@ def test_not_found_fails_fast_without_retry(hub, cache, env_extra, code, message
     proc = run_preloader(["run", "--", *SERVICE], env)
     assert proc.returncode == code
     assert "warning: retry" not in proc.stderr
-    assert time.monotonic() - started < 15  # a loaded machine can be slow; 5 retries with backoff take longer
+    assert time.monotonic() - started < 15  # the log says it did not retry; the clock only catches a storm
     errors = [line for line in proc.stderr.splitlines() if line.startswith("preloader: error:")]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in proc.stderr
