@@ -191,11 +191,12 @@ class StallAfter(Action):
 
 
 class HostileListing(Action):
-    """Add entries with hostile names to a repo tree listing (``/api/.../tree/...``)."""
+    """Add entries with hostile names, and any raw ``entries``, to a repo tree listing (``/api/.../tree/...``)."""
 
-    def __init__(self, names: list[str], times: int | None = None):
+    def __init__(self, names: list[str], times: int | None = None, entries: list | None = None):
         super().__init__(times)
         self.names = list(names)
+        self.entries = list(entries or [])
 
     def respond(self, ex) -> bool:
         import json
@@ -206,5 +207,6 @@ class HostileListing(Action):
             entries = json.loads(response.read())
         for n, name in enumerate(self.names):
             entries.append({"type": "file", "path": name, "size": 5, "oid": f"{n:040x}"})
+        entries += self.entries
         ex.reply(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
         return True

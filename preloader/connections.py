@@ -52,12 +52,12 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-def _route(scheme: str, host: str) -> tuple[str, str | None]:
+def _proxy_for(scheme: str, host: str) -> str | None:
     """The proxy URL to go through for this origin (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), or None."""
     proxy = urllib.request.getproxies().get(scheme)
     if not proxy or urllib.request.proxy_bypass(host):
-        return scheme, None
-    return scheme, proxy if "://" in proxy else f"http://{proxy}"
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class Response:
@@ -110,9 +110,11 @@ class Response:
 class Connections:
     """A pool of idle keep-alive connections per origin, shared by the transfer's threads."""
 
-    def __init__(self, timeout: float = 30.0, user_agent: str = "preloader") -> None:
+    def __init__(self, timeout: float = 30.0) -> None:
+        from . import __version__
+
         self.timeout = timeout
-        self.user_agent = user_agent
+        self.user_agent = f"preloader/{__version__}"
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
@@ -143,7 +145,8 @@ class Connections:
         raise NetworkError(f"more than {MAX_REDIRECTS} redirects")
 
     def _request(self, parts, url: str, headers: dict[str, str]) -> Response:
-        scheme, proxy = _route(parts.scheme, parts.hostname or "")
+        scheme = parts.scheme
+        proxy = _proxy_for(scheme, parts.hostname or "")
         port = parts.port or (443 if scheme == "https" else 80)
         key = (scheme, parts.hostname, port, proxy)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -152,17 +155,14 @@ class Connections:
             target = f"http://{parts.netloc}{target}"  # absolute form, to the proxy
             headers.update({"Host": parts.netloc, **self._proxy_auth(proxy)})
         conn = self._take(key)
-        if conn is not None:
-            try:
-                conn.request("GET", target, headers=headers)
-                return Response(self, key, conn, conn.getresponse(), url)
-            except CLOSED_MEANWHILE:  # the server closed the idle connection: try a fresh one
-                conn.close()
-            except (OSError, http.client.HTTPException) as error:
-                conn.close()
-                raise NetworkError(f"{parts.hostname}:{port}: {type(error).__name__}: {error}") from error
-        conn = self._connect(scheme, parts.hostname, port, proxy)
         try:
+            if conn is not None:
+                try:
+                    conn.request("GET", target, headers=headers)
+                    return Response(self, key, conn, conn.getresponse(), url)
+                except CLOSED_MEANWHILE:  # the server closed the idle connection: a fresh one
+                    conn.close()
+            conn = self._connect(scheme, parts.hostname, port, proxy)
             conn.request("GET", target, headers=headers)
             return Response(self, key, conn, conn.getresponse(), url)
         except ssl.SSLCertVerificationError as error:
@@ -207,6 +207,7 @@ class Connections:
             self._idle.setdefault(key, []).append(conn)
 
     def close(self) -> None:
+        """Close the idle connections; the pool can still be used (it connects again)."""
         with self._lock:
             idle, self._idle = self._idle, {}
         for conns in idle.values():

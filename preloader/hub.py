@@ -24,7 +24,7 @@ from . import logs
 from .connections import Connections, NetworkError, StatusError
 from .errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
 from .spec import RepoSpec, etag_problem, is_commit, repo_path_problem
-from .transfer import RemoteFile, Transfer, make_pool, read_size_for
+from .transfer import RemoteFile, Transfer, read_size_for
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ class Hub:
     read_timeout: float = 30.0
 
     @cached_property
-    def _pool(self) -> Connections:  # API calls: kept alive from one to the next
-        return make_pool(self.read_timeout)
+    def _pool(self) -> Connections:  # API calls and transfers: kept alive from one request to the next
+        return Connections(self.read_timeout)
 
     def _api(self, url: str) -> tuple[object, str | None]:
         """GET a hub API URL: its JSON, and the next page's URL (the `Link: <...>; rel="next"` header)."""
@@ -200,12 +200,11 @@ class Hub:
         files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
         if not files:
             return
-        connections = make_pool(self.read_timeout)  # closed at the end: idle connections must not pile up
         workers = min(self.workers, len(files))
         big = min(workers, sum(1 for f in files if f.size >= self.parallel_threshold))
         read_size = read_size_for(big * self.connections + (workers - big))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preloader-fetch")
-        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, connections, read_size, on_bytes): f
+        futures = {pool.submit(self._fetch_one, spec, commit, f, cache_dir, read_size, on_bytes): f
                    for f in files}
         try:
             pending = set(futures)
@@ -220,10 +219,10 @@ class Hub:
         finally:
             # On a signal the caller is leaving: do not wait for threads blocked in a read.
             pool.shutdown(wait=False, cancel_futures=True)
-            connections.close()
+            self._pool.close()  # the idle ones: dozens of CDN connections must not stay open
 
-    def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, cache_dir: Path, connections,
-                   read_size: int, on_bytes: Callable[[int], None]) -> None:
+    def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, cache_dir: Path, read_size: int,
+                   on_bytes: Callable[[int], None]) -> None:
         try:
             if self.uses_hub_download(file):
                 from huggingface_hub import constants, hf_hub_download
@@ -249,7 +248,7 @@ class Hub:
                 cache_dir=cache_dir, state_dir=self.state_dir or cache_dir / ".locks" / "preloader",
                 endpoint=self.endpoint, repo_type=spec.repo_type, repo_id=spec.repo_id, commit=commit, file=file,
                 token=self.token, connections=self.connections if file.size >= self.parallel_threshold else 1,
-                pool=connections, on_bytes=on_bytes, read_size=read_size,
+                pool=self._pool, on_bytes=on_bytes, read_size=read_size,
             ).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error

@@ -293,7 +293,7 @@ class Transfer:
         view = memoryview(buffer)
         written = 0
         while written < length:
-            n = response.readinto(view[:length - written] if length - written < len(buffer) else view)
+            n = response.readinto(view[:min(len(buffer), length - written)])
             if not n:
                 raise TransientError(f"{self.file.path}: body cut short at {written} of {length} bytes")
             data = view[:n]
@@ -427,8 +427,3 @@ def read_size_for(connections_in_all: int) -> int:
     return max(64 * 1024, min(READ_SIZE, BUFFER_BUDGET // max(1, connections_in_all)))
 
 
-def make_pool(timeout: float = 30.0) -> Connections:
-    """Keep-alive connections for the transfers of one fetch: env proxies honoured, redirects followed."""
-    from . import __version__
-
-    return Connections(timeout, user_agent=f"preloader/{__version__}")

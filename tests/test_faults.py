@@ -329,6 +329,28 @@ def test_hostile_names_from_the_hub_are_refused_before_any_write(hub, cache, tmp
     assert all(str(p).startswith(str(cache.parent)) for p in set(tmp_path.rglob("*")) - before)
 
 
+@pytest.mark.parametrize("where, action, words", [
+    ("tree", {"type": "file", "path": "w.bin", "size": "5", "oid": "0" * 40}, "malformed entry"),
+    ("tree", {"type": "file", "path": ["w.bin"], "size": 5, "oid": "0" * 40}, "malformed entry"),
+    ("tree", "not an entry", "malformed entry"),
+    ("revision", b"<html>maintenance</html>", "is not JSON"),
+    ("revision", b'{"sha": ["../../x"]}', "is not a 40-hex id"),
+])
+def test_malformed_hub_answers_are_refused_before_any_write(hub, cache, where, action, words):
+    from localhub import HostileListing, Status
+
+    if where == "tree":
+        hub.add_rule(f"/api/models/{MODEL}/tree/", HostileListing([], entries=[action]))
+    else:
+        hub.add_rule(f"/api/models/{MODEL}/revision/", Status(200, times=None, body=action))
+    proc = run(["run", "--", "true"], env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL), expect=76)
+    assert proc.returncode == 76
+    [error] = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert words in error and "Traceback" not in proc.stderr
+    assert hub.file_gets() == {}
+    assert not (cache / "models--org--tiny-model").exists()
+
+
 def test_hostile_ids_from_env_are_refused_before_any_write(hub, cache):
     inject(4)
     env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL="../../etc/x,org/..,org/a:../../x",

@@ -221,12 +221,13 @@ def test_a_chunk_saved_whole_in_the_partial_map_counts_as_done(tmp_path):
     """Its last read landed before it moved to `done`: resuming must not ask for zero bytes (a 416)."""
     import json
 
-    from preloader.transfer import RemoteFile, Transfer, make_pool
+    from preloader.connections import Connections
+    from preloader.transfer import RemoteFile, Transfer
 
     file = RemoteFile("w.safetensors", 3 * 1024 * 1024 + 10, "a" * 64)
     t = Transfer(cache_dir=tmp_path / "hub", state_dir=tmp_path / "state", endpoint="http://127.0.0.1:9",
                  repo_type="model", repo_id="org/m", commit="c" * 40, file=file, token=None, connections=4,
-                 pool=make_pool())
+                 pool=Connections())
     t.partial.parent.mkdir(parents=True)
     t.partial.write_bytes(b"\0" * file.size)
     chunk = 1024 * 1024
