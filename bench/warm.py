@@ -45,20 +45,14 @@ WARM_GPU = "warm_gpu (defaults)"
 HOT, COLD, GPU_HOT, GPU_COLD = "page cache hot: ", "cold from disk: ", "GPU, page cache hot: ", "GPU, cold from disk: "
 
 if "preloader" not in sys.modules:
-    # Only warm.py, warm_gpu.py and what they import: no hub client, click or filelock needed.
+    # Only the warm package and what it imports: no hub client, click or filelock needed.
     _package = types.ModuleType("preloader")
     _package.__path__ = [str(ROOT / "preloader")]
     sys.modules["preloader"] = _package
 
-from preloader import warm, warm_gpu  # noqa: E402
-
-
-def parse_size(text: str) -> int:
-    units = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = text[-1] if text and text[-1] in units else ""
-    return int(float(text[: len(text) - len(unit)]) * units[unit])
-
+from preloader.units import parse_size  # noqa: E402
+from preloader.warm import gpu as warm_gpu  # noqa: E402
+from preloader.warm import page_cache as warm  # noqa: E402
 
 # --- the model ----------------------------------------------------------------------------------
 

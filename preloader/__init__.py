@@ -13,7 +13,6 @@ __version__ = "0.1.0"
 
 from .api import preload, wait
 from .config import Settings
-from .engine import PreloadResult
 from .errors import (
     AuthError,
     ConfigError,
@@ -23,6 +22,7 @@ from .errors import (
     TransientError,
     UnavailableError,
 )
+from .preload.results import PreloadResult
 from .spec import RepoSpec
 
 __all__ = [

@@ -10,10 +10,15 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import records
-from .config import DEFAULT_ENDPOINT, Settings, default_state_dir
-from .engine import Preloader, PreloadResult, layout_for, local_commit, missing_detail, wait_ready
+from .cache import records
+from .cache.layout import Layout
+from .config import DEFAULT_ENDPOINT, Settings
+from .errors import ConfigError, NotFoundError
+from .preload.engine import Preloader
+from .preload.results import PreloadResult
+from .preload.waiting import wait_ready
 from .spec import RepoSpec, dedupe, parse_specs
+from .warm.mode import Dtype, WarmMode
 
 Specs = str | Iterable[str | RepoSpec] | None
 
@@ -46,17 +51,13 @@ def settings_for(
     workers: int = 8,
 ) -> Settings:
     """Settings from explicit arguments; `cache_dir` defaults to ~/.cache/huggingface/hub."""
-    cache = Path(cache_dir).expanduser().absolute() if cache_dir else Path.home() / ".cache/huggingface/hub"
-    state = Path(state_dir).expanduser().absolute() if state_dir else default_state_dir(cache)
     return Settings(
         models=_specs(models, "model"),
         datasets=_specs(datasets, "dataset"),
         token=token,
         token_source="argument" if token else None,
-        cache_dir=cache,
+        layout=Layout.build(cache_dir or Path.home() / ".cache/huggingface/hub", state_dir, link_root),
         cache_dir_source="argument" if cache_dir else "default",
-        state_dir=state,
-        link_root=Path(link_root).expanduser().absolute() if link_root else state / "links",
         endpoint=endpoint.rstrip("/"),
         include=tuple(include),
         exclude=tuple(exclude),
@@ -90,34 +91,34 @@ def wait(
     return wait_ready(settings_for(models, datasets, **options), timeout=timeout)
 
 
-def warm_results(results: Iterable[PreloadResult], warm: str, *, dtype: str | None = None,
-                 lock: bool = False, source: str | None = None) -> list:
-    """Warm every model among `results` as `warm` says (none, page-cache, gpu[:N]); one WarmReport per model."""
-    from .warm import parse_warm, warm_snapshot
-
-    mode = parse_warm(warm, source=source)
+def warm_results(results: Iterable[PreloadResult], mode: WarmMode, *, dtype: Dtype | None = None,
+                 lock: bool = False) -> list:
+    """Warm every model among `results` as `mode` says; one WarmReport per model."""
     if mode.kind == "none":
         return []
+    from .warm.snapshot import warm_snapshot  # warming's modules only when warming is asked for
+
     return [warm_snapshot(r.path, mode, repo=r.repo_id, dtype=dtype, lock=lock)
             for r in results if r.repo_type == "model"]
 
 
-def warm(models: Specs = None, *, mode: str = "page-cache", dtype: str | None = None, lock: bool = False,
-         **options) -> list:
+def warm(models: Specs = None, *, mode: str | WarmMode = "page-cache", dtype: Dtype | None = None,
+         lock: bool = False, **options) -> list:
     """Warm models already complete in the cache (no network): page cache or GPU. One WarmReport each.
 
     Raises NotFoundError (66) for a model that is not complete in the cache.
     """
-    from .errors import NotFoundError
-
+    if not isinstance(mode, WarmMode):
+        try:
+            mode = WarmMode.parse(mode)
+        except ValueError:
+            raise ConfigError(f"invalid value mode={mode!r}: expected {WarmMode.FORMS}") from None
     settings = settings_for(models, None, **options)
-    layout = layout_for(settings)
     results = []
     for spec in settings.models:
-        commit = local_commit(layout, spec)
-        if commit is None or not records.is_complete(layout, spec, commit):
-            raise NotFoundError(f"{spec} is not complete in the cache {settings.cache_dir}: "
-                                + missing_detail(layout, spec, commit) + "; run `preloader run` first")
-        results.append(PreloadResult(spec.repo_type, spec.repo_id, spec.revision, commit,
-                                     layout.snapshot_dir(spec, commit), None, 0, 0, 0, 0.0, "cache"))
+        state = records.check(settings.layout, spec)
+        if not state.complete:
+            raise NotFoundError(f"{spec} is not complete in the cache {settings.cache_dir}: {state.detail}; "
+                                "run `preloader run` first")
+        results.append(PreloadResult.of(settings.layout, state))
     return warm_results(results, mode, dtype=dtype, lock=lock)

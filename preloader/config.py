@@ -10,16 +10,24 @@ a test keeps the three in step.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
+from .cache.layout import Layout, absolute
 from .errors import ConfigError
 from .spec import RepoSpec, dedupe, parse_list
+from .units import parse_duration, parse_size
+from .warm.mode import DTYPES, Dtype, WarmMode
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+TransferKind = Literal["auto", "hub", "parallel"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+# Where a token may come from: every value found in these is a secret before anything is validated.
+TOKEN_VARS = ("RUNPOD_HUGGINGFACE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,13 @@ OPTIONS: tuple[Option, ...] = (
            default="0", kind="bool"),
     Option("dtype", "PRELOADER_DTYPE", "--dtype",
            "With --warm gpu: cast tensors on the device to float16, bfloat16 or float32.",
-           default="none", kind="choice", choices=("none", "float16", "bfloat16", "float32")),
+           default="none", kind="choice", choices=("none", *DTYPES)),
     Option("offline", "PRELOADER_OFFLINE", "--offline",
            "Cache only: no network calls; fail (75) if a snapshot is not complete.",
            default="0", kind="bool", fallbacks=("HF_HUB_OFFLINE",)),
+    Option("require_repos", "PRELOADER_REQUIRE_REPOS", "--require-repos",
+           "Fail (78) when no repo is requested, instead of warning and starting the service anyway.",
+           default="0", kind="bool"),
     Option("service_offline", "PRELOADER_SERVICE_OFFLINE", "--service-offline",
            "Start the service with HF_HUB_OFFLINE=1.", default="1", kind="bool"),
     Option("export_token", "PRELOADER_EXPORT_TOKEN", "--export-token",
@@ -109,13 +120,13 @@ OPTIONS: tuple[Option, ...] = (
            default="0", kind="bool"),
     Option("manifest", "PRELOADER_MANIFEST", "--manifest",
            "Where to write the manifest JSON handed to the service.",
-           default="a new file in the temp dir"),
+           default="<state dir>/manifests/<plan>.json"),
     Option("log_format", "PRELOADER_LOG_FORMAT", "--log-format",
            "Log lines as key=value text or JSON.", default="text", kind="choice",
-           choices=("text", "json")),
+           choices=get_args(LogFormat)),
     Option("log_level", "PRELOADER_LOG_LEVEL", "--log-level",
            "Least severe log level shown.", default="info", kind="choice",
-           choices=("debug", "info", "warning", "error")),
+           choices=get_args(LogLevel)),
     Option("debug", "PRELOADER_DEBUG", "--debug",
            "Show tracebacks for errors.", default="0", kind="bool"),
 )
@@ -123,25 +134,20 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 _TRUE = {"1", "true", "yes", "on"}
-_WARM = re.compile(r"none|page-cache|gpu(:\d+)?")
 _FALSE = {"0", "false", "no", "off"}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a preload needs, resolved and validated."""
+    """Everything a preload needs, resolved, validated and typed."""
 
     models: tuple[RepoSpec, ...] = ()
     datasets: tuple[RepoSpec, ...] = ()
     user: str | None = None
     token: str | None = field(default=None, repr=False)
     token_source: str | None = None
-    cache_dir: Path = Path("~/.cache/huggingface/hub").expanduser()
+    layout: Layout = field(default_factory=lambda: Layout.build("~/.cache/huggingface/hub"))
     cache_dir_source: str = "default"
-    state_dir: Path | None = None
-    link_root: Path | None = None
     endpoint: str = DEFAULT_ENDPOINT
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -150,25 +156,38 @@ class Settings:
     retries: int = 5
     read_timeout: float = 30.0
     workers: int = 8
-    transfer: str = "auto"
+    transfer: TransferKind = "auto"
     connections: int = 8
     parallel_threshold: int = 64 * 1024**2
     min_free: int = 1024**3
-    warm: str = "none"
+    warm: WarmMode = WarmMode("none")
     warm_lock: bool = False
-    dtype: str | None = None
+    dtype: Dtype | None = None
     offline: bool = False
     offline_source: str | None = None
+    require_repos: bool = False
     service_offline: bool = True
     export_token: bool = False
     manifest: Path | None = None
-    log_format: str = "text"
-    log_level: str = "info"
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "info"
     debug: bool = False
 
     @property
     def repos(self) -> tuple[RepoSpec, ...]:
         return self.models + self.datasets
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.layout.cache_dir
+
+    @property
+    def state_dir(self) -> Path:
+        return self.layout.state_dir
+
+    @property
+    def link_root(self) -> Path | None:
+        return self.layout.link_root
 
     @classmethod
     def load(cls, environ: Mapping[str, str], flags: Mapping[str, object] | None = None) -> Settings:
@@ -181,38 +200,20 @@ def debug_requested(environ: Mapping[str, str]) -> bool:
     return environ.get("PRELOADER_DEBUG", "").strip().lower() in _TRUE
 
 
-def default_state_dir(cache_dir: Path) -> Path:
-    """Our own files live outside the hub tree so `hf cache` tools see only theirs.
+def secrets_in(environ: Mapping[str, str], flags: Mapping[str, object] | None = None) -> Iterator[str]:
+    """Every token value the env vars, flags and token file hold, read before anything is validated,
+    so that no error about any setting can show one."""
+    flags = flags or {}
+    for value in (*(environ.get(name) for name in TOKEN_VARS), flags.get("token")):
+        if isinstance(value, str) and value.strip():
+            yield value.strip()
+    path = flags.get("token_file") or environ.get("PRELOADER_TOKEN_FILE")
+    if isinstance(path, str) and path:
+        try:
+            yield Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            pass  # reported, without its content, when the settings load
 
-    Beside a cache named `hub` (the HF_HOME layout) that is `HF_HOME/preloader`.
-    Otherwise the volume root may be the cache itself, and the only place in it
-    that huggingface_hub's scanner skips is `.locks/`.
-    """
-    if cache_dir.name == "hub":
-        return cache_dir.parent / "preloader"
-    return cache_dir / ".locks" / "preloader"
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)")
-
-
-def parse_size(text: str) -> int:
-    """Bytes from `500M`, `200G`, `1.5TiB` (powers of 1024) or `200GB` (powers of 1000)."""
-    match = _SIZE.fullmatch(text.strip().lower())
-    if not match:
-        raise ValueError(text)
-    number, unit, suffix = match.groups()
-    power = "kmgtp".find(unit) + 1 if unit else 0
-    base = 1000 if suffix == "b" and unit else 1024
-    return int(float(number) * base**power)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from `30`, `90s`, `500ms`, `10m`, `1h` or `1d`; ValueError otherwise."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 class _Loader:
@@ -248,7 +249,7 @@ class _Loader:
         option = OPTIONS_BY_NAME[name]
         text, source = self.raw(name)
         if text is None:
-            text = option.default if option.kind in ("bool", "duration", "count", "choice", "size", "warm") else None
+            text = option.default if option.kind != "str" and option.kind != "list" else None
             if text is None:
                 return None
         try:
@@ -271,9 +272,7 @@ class _Loader:
         if option.kind == "size":
             return parse_size(text)
         if option.kind == "warm":
-            if not _WARM.fullmatch(text.lower()):
-                raise ValueError(text)
-            return text.lower()
+            return WarmMode.parse(text)
         if option.kind == "count":
             if not text.isdigit() or int(text) < 1 or (option.most is not None and int(text) > option.most):
                 raise ValueError(text)
@@ -295,7 +294,7 @@ class _Loader:
             "duration": "expected seconds or a duration like 90s, 10m, 1h",
             "count": "expected a whole number of at least 1",
             "size": "expected a size like 500M, 64MiB or 2G",
-            "warm": "expected none, page-cache, gpu or gpu:N",
+            "warm": "expected " + WarmMode.FORMS,
         }.get(option.kind, "expected one of " + ", ".join(option.choices))
 
     def repos(self, name: str, repo_type: str) -> tuple[RepoSpec, ...]:
@@ -342,59 +341,42 @@ class _Loader:
         return bool(value), (source if value else None)
 
     def settings(self) -> Settings:
-        models = self.repos("models", "model")
-        datasets = self.repos("datasets", "dataset")
         user, token, token_source = self.credentials()
         cache_dir, cache_source = self.cache_dir()
-        state_text = self.value("state_dir")
-        state_dir = absolute(state_text) if state_text else default_state_dir(cache_dir)
-        link_text = self.value("link_root")
-        link_root = absolute(link_text) if link_text else state_dir / "links"
-        manifest = self.value("manifest")
-        endpoint = (self.value("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
-        if not re.match(r"https?://[^/\s]+", endpoint):
-            self.problems.append(f"HF_ENDPOINT={endpoint!r}: expected an http:// or https:// URL")
         offline, offline_source = self.offline()
-        timeout = self.value("timeout")
+        dtype = self.value("dtype")
+        manifest = self.value("manifest")
         settings = Settings(
-            models=models,
-            datasets=datasets,
+            models=self.repos("models", "model"),
+            datasets=self.repos("datasets", "dataset"),
             user=user,
             token=token,
             token_source=token_source,
-            cache_dir=cache_dir,
+            layout=Layout.build(cache_dir, self.value("state_dir"), self.value("link_root")),
             cache_dir_source=cache_source,
-            state_dir=state_dir,
-            link_root=link_root,
-            endpoint=endpoint,
+            endpoint=self.endpoint(),
             include=self.value("include") or (),
             exclude=self.value("exclude") or (),
-            timeout=timeout or None,
-            lock_timeout=self.value("lock_timeout"),
-            retries=self.value("retries"),
-            read_timeout=self.value("read_timeout"),
-            workers=self.value("workers"),
-            transfer=self.value("transfer"),
-            connections=self.value("connections"),
-            parallel_threshold=self.value("parallel_threshold"),
-            min_free=self.value("min_free"),
-            warm=self.value("warm"),
-            warm_lock=self.value("warm_lock"),
-            dtype=None if self.value("dtype") == "none" else self.value("dtype"),
+            timeout=self.value("timeout") or None,
             offline=offline,
             offline_source=offline_source,
-            service_offline=self.value("service_offline"),
-            export_token=self.value("export_token"),
+            dtype=None if dtype == "none" else dtype,
             manifest=absolute(manifest) if manifest else None,
-            log_format=self.value("log_format"),
-            log_level=self.value("log_level"),
-            debug=self.value("debug"),
+            **{name: self.value(name) for name in _PLAIN},
         )
         if self.problems:
             raise ConfigError("invalid settings: " + "; ".join(self.problems))
         return settings
 
+    def endpoint(self) -> str:
+        text, source = self.raw("endpoint")
+        endpoint = (text or DEFAULT_ENDPOINT).strip().rstrip("/")
+        if not re.match(r"https?://[^/\s]+", endpoint):
+            self.problems.append(f"{source}={endpoint!r}: expected an http:// or https:// URL")
+        return endpoint
 
-def absolute(path: str) -> Path:
-    """An absolute path without resolving symlinks: a volume may be mounted through one."""
-    return Path(os.path.abspath(os.path.expanduser(path)))
+
+# Settings whose parsed value goes into Settings as it is.
+_PLAIN = ("lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections", "parallel_threshold",
+          "min_free", "warm", "warm_lock", "require_repos", "service_offline", "export_token", "log_format",
+          "log_level", "debug")

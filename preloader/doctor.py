@@ -13,8 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache.inventory import free_space
 from .config import Settings
-from .inventory import free_space
 
 GIB = 1024**3
 

@@ -10,6 +10,7 @@ class PreloaderError(Exception):
     """Base class: a failure the user can act on, with the process exit code for it."""
 
     exit_code = 70
+    summary = "a bug in preloader (traceback shown)"
 
     def __init__(self, message: str, *, exit_code: int | None = None) -> None:
         super().__init__(message)
@@ -21,54 +22,81 @@ class ConfigError(PreloaderError):
     """An env var, spec or setting is invalid (EX_CONFIG)."""
 
     exit_code = 78
+    summary = "invalid env var, spec or setting"
 
 
 class NotFoundError(PreloaderError):
     """A repo, revision or file does not exist, or is not visible with this token (EX_NOINPUT)."""
 
     exit_code = 66
+    summary = "repo, revision or file not found (or private without a token)"
 
 
 class AuthError(PreloaderError):
     """401/403, a gated repo or a missing token (EX_NOPERM)."""
 
     exit_code = 77
+    summary = "auth: 401/403, gated repo, untrusted TLS certificate"
 
 
 class TransientError(PreloaderError):
     """The hub kept failing, a deadline passed or a lock wait timed out (EX_TEMPFAIL)."""
 
     exit_code = 75
+    summary = "hub unreachable after retries, deadline passed, lock wait timed out, offline and not cached"
 
 
 class DiskError(PreloaderError):
     """Disk full or another I/O error on the cache volume (EX_IOERR)."""
 
     exit_code = 74
+    summary = "disk full or I/O error"
 
 
 class UnsafePathError(PreloaderError):
     """A path we would write through leads out of the cache, or is a planted symlink (EX_CANTCREAT)."""
 
     exit_code = 73
+    summary = "a path we would write through is a planted symlink or leads out of the cache"
 
 
 class HubDataError(PreloaderError):
     """The hub sent something we refuse to act on: hostile file names, malformed ids (EX_PROTOCOL)."""
 
     exit_code = 76
+    summary = "the hub sent something unsafe (hostile names, malformed ids); nothing written"
 
 
 class UnavailableError(PreloaderError):
     """A requested resource is absent, e.g. a GPU (EX_UNAVAILABLE)."""
 
     exit_code = 69
+    summary = "a requested resource is absent (a GPU, torch, locked memory)"
 
 
 class ServiceError(PreloaderError):
     """The service command cannot be executed: 127 when not found, 126 when not executable."""
 
     exit_code = 126
+    summary = "the service cannot be executed (126) / is not found (127)"
+
+
+def exit_codes() -> list[tuple[str, str]]:
+    """(code, meaning) for every exit code preloader itself uses, from the error classes: `--help` and the
+    README show this list."""
+    found: dict[int, str] = {}
+    pending = [PreloaderError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "summary" in cls.__dict__:
+            found[cls.exit_code] = cls.summary
+    rows = [("0", "success"), ("1", "a check found a problem: status not ready, verify found damage, doctor failed"),
+            ("2", "bad command-line usage")]
+    order = (78, 66, 77, 75, 74, 73, 76, 69, 70, 126)  # settings first, then the hub, the disk, bugs, the service
+    rows += [("126/127" if code == ServiceError.exit_code else str(code), found[code])
+             for code in sorted(found, key=lambda code: order.index(code) if code in order else len(order))]
+    return rows + [("128+N", "killed by signal N before the hand-off (143 for SIGTERM)")]
 
 
 class Aborted(BaseException):

@@ -153,3 +153,24 @@ def repo_path_problem(path: str) -> str | None:
 def etag_problem(etag: str) -> str | None:
     """Why an etag cannot name a blob file (we accept git blob ids and sha256 only), or None."""
     return None if _HEX_ETAG.fullmatch(etag or "") else "etag is not a 40- or 64-hex id"
+
+
+def parse_removals(items: list[str], repo_type: str, revision: str | None = None
+                   ) -> tuple[tuple[RepoSpec, ...], tuple[RepoSpec, ...]]:
+    """What `rm` is asked to remove: (whole repos, single revisions).
+
+    `user/name` names the whole repo; `user/name:revision`, or any item when `revision` is
+    given, only that revision. ConfigError listing every bad item.
+    """
+    parse_specs(items, repo_type)  # every bad item in one error
+    if revision is not None and revision_problem(revision):
+        raise ConfigError(f"invalid --revision {revision!r}: {revision_problem(revision)}")
+    whole: list[RepoSpec] = []
+    single: list[RepoSpec] = []
+    for item in items:
+        spec, _ = parse_item(item, repo_type)
+        if revision is not None:
+            single.append(RepoSpec(spec.repo_type, spec.repo_id, revision))
+        else:
+            (single if ":" in item else whole).append(spec)
+    return dedupe(whole), dedupe(single)

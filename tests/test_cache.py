@@ -17,7 +17,8 @@ from conftest import ROOT, preloader_env, run_preloader
 
 import preloader
 from preloader import cache as pcache
-from preloader import locks, records
+from preloader.cache import locks, records
+from preloader.cache.layout import Layout
 from preloader.spec import RepoSpec
 
 MODEL = "org/tiny-model"
@@ -179,7 +180,7 @@ def test_rm_one_revision_keeps_blobs_the_other_uses(filled, hub, mirrors):
 
 def test_rm_waits_for_a_held_lock_or_times_out(filled, hub):
     env = preloader_env(hub, filled)
-    layout = pcache.layout(filled)
+    layout = Layout.build(filled)
     spec = RepoSpec("model", MODEL)
     held = threading.Event()
     release = threading.Event()
@@ -206,7 +207,7 @@ def test_rm_waits_for_a_held_lock_or_times_out(filled, hub):
 
 def test_prune_evicts_lru_first_and_never_a_locked_repo(filled, hub, mirrors):
     env = preloader_env(hub, filled)
-    layout = pcache.layout(filled)
+    layout = Layout.build(filled)
     now = time.time()
     ages = {("model", MODEL, "main"): 50, ("model", MODEL, "dev"): 40, ("model", "org/second-model", "main"): 30,
             ("dataset", "org/tiny-data", "v1.0"): 10}

@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from preloader.config import Settings, parse_duration
+from preloader.config import Settings
 from preloader.errors import ConfigError
 from preloader.spec import RepoSpec
+from preloader.units import parse_duration
 
 
 def load(env, flags=None, home="/home/u"):

@@ -606,7 +606,8 @@ def test_token_is_scrubbed_from_tracebacks_too(hub, cache):
 # 14 -----------------------------------------------------------------------------------------------
 def test_gpu_warming_never_unpickles_and_caps_safetensors_headers(tmp_path):
     from preloader.errors import DiskError, UnavailableError
-    from preloader.warm_gpu import MAX_HEADER, read_header, warm_gpu
+    from preloader.warm.gpu import warm_gpu
+    from preloader.warm.safetensors import MAX_HEADER, read_header
 
     pickle_file = tmp_path / "pytorch_model.bin"
     pickle_file.write_bytes(b"\x80\x04not really a pickle")

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from preloader import locks
-from preloader.engine import Deadline
+from preloader.cache import locks
 from preloader.errors import TransientError
+from preloader.preload.retry import Deadline
 
 
 def test_still_waiting_lines_then_acquire(tmp_path, caplog):

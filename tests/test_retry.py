@@ -8,8 +8,8 @@ import time
 import pytest
 
 from preloader.errors import NotFoundError, TransientError
-from preloader.hub import HubUnreachable
-from preloader.retry import RETRY_AFTER_CAP, backoff, parse_retry_after, retrying
+from preloader.hub.errors import HubUnreachable
+from preloader.preload.retry import RETRY_AFTER_CAP, backoff, parse_retry_after, retrying
 
 
 def test_parse_retry_after_both_forms():

@@ -221,21 +221,35 @@ def test_a_chunk_saved_whole_in_the_partial_map_counts_as_done(tmp_path):
     """Its last read landed before it moved to `done`: resuming must not ask for zero bytes (a 416)."""
     import json
 
-    from preloader.connections import Connections
-    from preloader.transfer import RemoteFile, Transfer
+    from preloader.hub.rangemap import RangeMap
 
-    file = RemoteFile("w.safetensors", 3 * 1024 * 1024 + 10, "a" * 64)
-    t = Transfer(cache_dir=tmp_path / "hub", state_dir=tmp_path / "state", endpoint="http://127.0.0.1:9",
-                 repo_type="model", repo_id="org/m", commit="c" * 40, file=file, token=None, connections=4,
-                 pool=Connections())
-    t.partial.parent.mkdir(parents=True)
-    t.partial.write_bytes(b"\0" * file.size)
-    chunk = 1024 * 1024
-    t.state_file.parent.mkdir(parents=True)
-    t.state_file.write_text(json.dumps({"etag": file.etag, "size": file.size, "chunk": chunk, "done": [0],
-                                        "partial": {"1": chunk, "2": 5, "3": 10}}))
-    done, partial = t.load_state(chunk)
-    assert done == {0, 1, 3} and partial[2] == 5
+    size, chunk = 3 * 1024 * 1024 + 10, 1024 * 1024
+    partial = tmp_path / "blob.incomplete"
+    partial.write_bytes(b"\0" * size)
+    ranges = RangeMap(tmp_path / "map.json", "a" * 64, size, chunk)
+    ranges.path.write_text(json.dumps({"etag": "a" * 64, "size": size, "chunk": chunk, "done": [0],
+                                       "partial": {"1": chunk, "2": 5, "3": 10}}))
+    assert ranges.load(partial)
+    assert ranges.done == {0, 1, 3} and ranges.partial[2] == 5
+    assert ranges.bounds(2) == (2 * chunk + 5, 3 * chunk - 1)
+
+
+def test_a_range_map_of_another_file_is_not_used(tmp_path):
+    """A map left by another etag, size or chunk size, or beside a partial file of the wrong size, is ignored."""
+    import json
+
+    from preloader.hub.rangemap import RangeMap
+
+    size, chunk = 2 * 1024 * 1024, 1024 * 1024
+    partial = tmp_path / "blob.incomplete"
+    partial.write_bytes(b"\0" * size)
+    saved = {"etag": "b" * 64, "size": size, "chunk": chunk, "done": [0], "partial": {}}
+    (tmp_path / "map.json").write_text(json.dumps(saved))
+    assert not RangeMap(tmp_path / "map.json", "a" * 64, size, chunk).load(partial)
+    (tmp_path / "map.json").write_text(json.dumps(saved | {"etag": "a" * 64}))
+    assert RangeMap(tmp_path / "map.json", "a" * 64, size, chunk).load(partial)
+    partial.write_bytes(b"\0" * (size - 1))
+    assert not RangeMap(tmp_path / "map.json", "a" * 64, size, chunk).load(partial)
 
 
 def test_chunks_go_straight_to_the_cdn_and_the_token_stays_with_the_hub(hub, mirrors, cache):
@@ -286,7 +300,7 @@ def test_http_proxy_from_the_environment_carries_every_request(hub, mirrors, cac
 
 
 def test_read_buffers_share_a_fixed_budget():
-    from preloader.transfer import BUFFER_BUDGET, READ_SIZE, read_size_for
+    from preloader.hub.transfer import BUFFER_BUDGET, READ_SIZE, read_size_for
 
     assert read_size_for(8) == READ_SIZE
     assert read_size_for(64) * 64 <= BUFFER_BUDGET

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from preloader import warm, warm_gpu
+from preloader.config import Settings
 from preloader.errors import ConfigError, DiskError, UnavailableError
-from preloader.warm import WarmMode, parse_dtype, parse_warm, warm_page_cache, warm_snapshot, weight_files
-from preloader.warm_gpu import needed_bytes, read_header
+from preloader.warm import gpu as warm_gpu
+from preloader.warm import memlock, page_cache
+from preloader.warm.mode import WarmMode
+from preloader.warm.page_cache import warm_page_cache
+from preloader.warm.safetensors import needed_bytes, read_header
+from preloader.warm.snapshot import warm_snapshot, weight_files
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20
@@ -85,7 +89,6 @@ def evict(path: Path) -> None:
 
 @pytest.mark.parametrize("text, mode", [
     ("none", WarmMode("none")),
-    (None, WarmMode("none")),
     ("page-cache", WarmMode("page-cache")),
     (" Page-Cache ", WarmMode("page-cache")),
     ("gpu", WarmMode("gpu", 0)),
@@ -93,38 +96,37 @@ def evict(path: Path) -> None:
     ("GPU:3", WarmMode("gpu", 3)),
 ])
 def test_parse_warm(text, mode):
-    assert parse_warm(text) == mode
+    assert WarmMode.parse(text) == mode
+    assert Settings.load({"PRELOADER_WARM": text}).warm == mode
 
 
 def test_warm_mode_names_its_device():
-    assert (str(parse_warm("gpu")), parse_warm("gpu").device) == ("gpu:0", "cuda:0")
-    assert (str(parse_warm("gpu:2")), parse_warm("gpu:2").device) == ("gpu:2", "cuda:2")
-    assert (str(parse_warm("page-cache")), parse_warm("page-cache").device) == ("page-cache", "page-cache")
+    assert Settings.load({}).warm == WarmMode("none")
+    assert (str(WarmMode.parse("gpu")), WarmMode.parse("gpu").device) == ("gpu:0", "cuda:0")
+    assert (str(WarmMode.parse("gpu:2")), WarmMode.parse("gpu:2").device) == ("gpu:2", "cuda:2")
+    assert (str(WarmMode.parse("page-cache")), WarmMode.parse("page-cache").device) == ("page-cache", "page-cache")
 
 
-@pytest.mark.parametrize("text, source, message", [
-    ("gpu:x", "PRELOADER_WARM", "invalid setting PRELOADER_WARM='gpu:x': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
-    ("pagecache", "--warm", "invalid setting --warm='pagecache': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
-    ("gpu:-1", None, "invalid value 'gpu:-1': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
-    ("cuda", None, "invalid value 'cuda': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
+@pytest.mark.parametrize("environ, flags, message", [
+    ({"PRELOADER_WARM": "gpu:x"}, {}, "invalid settings: PRELOADER_WARM='gpu:x': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
+    # the flag supplied the value, so the error names the flag, not the env var beneath it
+    ({"PRELOADER_WARM": "gpu"}, {"warm": "pagecache"}, "invalid settings: --warm='pagecache': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
+    ({"PRELOADER_WARM": "gpu:-1"}, {}, "invalid settings: PRELOADER_WARM='gpu:-1': expected none, page-cache, gpu or gpu:N (N a CUDA device index)"),
+    ({"PRELOADER_DTYPE": "fp16"}, {}, "invalid settings: PRELOADER_DTYPE='fp16': expected one of none, float16, bfloat16, float32"),
+    ({}, {"dtype": "fp16"}, "invalid settings: --dtype='fp16': expected one of none, float16, bfloat16, float32"),
 ])
-def test_parse_warm_errors(text, source, message):
+def test_warm_and_dtype_errors_name_their_source(environ, flags, message):
     with pytest.raises(ConfigError) as caught:
-        parse_warm(text, source=source)
+        Settings.load(environ, flags)
     assert str(caught.value) == message
     assert caught.value.exit_code == 78
 
 
 @pytest.mark.parametrize("text, dtype", [
-    (None, None), ("none", None), ("float16", "float16"), ("BFloat16", "bfloat16"), ("float32", "float32"),
+    ("none", None), ("float16", "float16"), ("BFloat16", "bfloat16"), ("float32", "float32"),
 ])
 def test_parse_dtype(text, dtype):
-    assert parse_dtype(text) == dtype
-
-
-def test_parse_dtype_error():
-    with pytest.raises(ConfigError, match=r"^invalid setting PRELOADER_DTYPE='fp16': expected float16, bfloat16, float32 or none$"):
-        parse_dtype("fp16", source="PRELOADER_DTYPE")
+    assert Settings.load({"PRELOADER_DTYPE": text}).dtype == dtype
 
 
 def test_weight_files_picks_weights_once_per_blob(tmp_path):
@@ -162,7 +164,7 @@ def test_weight_files_picks_weights_once_per_blob(tmp_path):
     ([5 * MiB, 1, 0], 8, 16 * MiB, 2),  # small files: one piece each, never split below a block; empty: none
 ])
 def test_segments_cover_every_byte_in_near_equal_pieces(sizes, threads, block, pieces):
-    parts = warm.segments(sizes, threads, block)
+    parts = page_cache.segments(sizes, threads, block)
     assert len(parts) == pieces
     for index, size in enumerate(sizes):
         mine = [(start, end) for i, start, end in parts if i == index]
@@ -240,26 +242,26 @@ def test_page_cache_lock_keeps_files_locked(tmp_path):
     try:
         report = warm_page_cache(paths, threads=2, lock=True)
         assert (report.locked_bytes, report.warning) == (512 * 1024, None)
-        assert warm.locked_bytes() == 512 * 1024
+        assert memlock.locked_bytes() == 512 * 1024
         for path in paths:
             evict(path)  # a locked page survives DONTNEED
             assert resident(path) == 1.0
     finally:
-        warm.release_locks()
-    assert warm.locked_bytes() == 0
+        memlock.release_locks()
+    assert memlock.locked_bytes() == 0
 
 
 LOCK_CHILD = """
 import json, sys
-from preloader import warm
+from preloader.warm import memlock, page_cache
 from preloader.errors import UnavailableError
-report = warm.warm_page_cache([sys.argv[1]], lock=True)
+report = page_cache.warm_page_cache([sys.argv[1]], lock=True)
 try:
-    warm.lock_in_memory([sys.argv[1]])
+    memlock.lock_in_memory([sys.argv[1]])
     raised = None
 except UnavailableError as error:
     raised = error.exit_code
-print(json.dumps({"warning": report.warning, "locked": report.locked_bytes, "held": warm.locked_bytes(), "raised": raised}))
+print(json.dumps({"warning": report.warning, "locked": report.locked_bytes, "held": memlock.locked_bytes(), "raised": raised}))
 """
 
 
@@ -292,8 +294,9 @@ def test_page_cache_lock_refused_names_limit_and_bytes(tmp_path):
 NO_TORCH_CHILD = """
 import sys
 import preloader
-from preloader.warm import parse_warm, warm_snapshot
-report = warm_snapshot(sys.argv[1], parse_warm("page-cache"), repo="org/m")
+from preloader.warm.mode import WarmMode
+from preloader.warm.snapshot import warm_snapshot
+report = warm_snapshot(sys.argv[1], WarmMode.parse("page-cache"), repo="org/m")
 assert report.bytes > 0, report
 print(sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "numpy", "safetensors")))
 """
@@ -305,7 +308,7 @@ def test_page_cache_path_never_imports_torch(tmp_path):
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "[]"
     # The same probe sees torch once the GPU path runs, so the check above can fail.
-    probe = "import sys; from preloader.warm_gpu import warm_gpu; warm_gpu([], device='cpu'); print('torch' in sys.modules)"
+    probe = "import sys; from preloader.warm.gpu import warm_gpu; warm_gpu([], device='cpu'); print('torch' in sys.modules)"
     child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert child.stdout.strip() == "True", child.stderr
 
@@ -335,20 +338,20 @@ def test_warm_snapshot_logs_bytes_seconds_rate_device(tmp_path, events):
     write_bytes(tmp_path / "model.safetensors", 3000)
     write_bytes(tmp_path / "pytorch_model.bin", 500)
     write_bytes(tmp_path / "config.json", 10)
-    report = warm_snapshot(tmp_path, parse_warm("page-cache"), repo="org/m")
+    report = warm_snapshot(tmp_path, WarmMode.parse("page-cache"), repo="org/m")
     assert report.bytes == 3500
     assert [name for name, _ in events] == ["warm.start", "warm.done"]
     done = events[1][1]
     assert list(done) == ["repo", "device", "files", "bytes", "secs", "rate"]
     assert (done["repo"], done["device"], done["files"], done["bytes"]) == ("org/m", "page-cache", 2, 3500)
     assert done["rate"].endswith("GB/s")
-    assert warm_snapshot(tmp_path, parse_warm("none")) is None
+    assert warm_snapshot(tmp_path, WarmMode.parse("none")) is None
 
 
 def test_warm_snapshot_gpu_without_safetensors_is_unavailable(tmp_path):
     write_bytes(tmp_path / "pytorch_model.bin", 500)
     with pytest.raises(UnavailableError, match=r"no \*\.safetensors files in .* \(org/m\): GPU warming loads only safetensors") as caught:
-        warm_snapshot(tmp_path, parse_warm("gpu"), repo="org/m")
+        warm_snapshot(tmp_path, WarmMode.parse("gpu"), repo="org/m")
     assert caught.value.exit_code == 69
 
 
@@ -579,7 +582,7 @@ def test_gpu_warm_frees_device_memory(tmp_path):
 @cuda
 def test_warm_snapshot_on_gpu_logs_device_and_rate(tmp_path, events):
     make_model(tmp_path)
-    report = warm_snapshot(tmp_path, parse_warm("gpu:0"), repo="org/m", dtype="bfloat16")
+    report = warm_snapshot(tmp_path, WarmMode.parse("gpu:0"), repo="org/m", dtype="bfloat16")
     done = dict(events)["warm.done"]
     assert (done["device"], done["gpu"], done["tensors"], done["dtype"]) == ("cuda:0", torch.cuda.get_device_name(0), 13, "bfloat16")
     assert done["bytes"] == report.bytes > 0 and done["rate"].endswith("GB/s")

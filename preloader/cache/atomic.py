@@ -1,0 +1,105 @@
+"""Atomic publication: readers see the old file or link, or the new one, never half of either.
+
+Everything goes to a unique temporary name in the same directory and is
+renamed into place, as huggingface_hub does for blobs. `os.replace` on a
+symlink replaces the link itself, so a link planted at the destination is
+never followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+TEMP_MARK = ".preloader-tmp-"
+
+
+def temp_name(path: Path) -> Path:
+    """A unique sibling of `path`, recognisable as ours for clean-up."""
+    return path.with_name(f"{TEMP_MARK}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def ensure_inside(path: Path, root: Path) -> Path:
+    """`path`'s directory must resolve inside `root`: a symlink planted on the way must not lead out.
+
+    Returns `path`; raises UnsafePathError otherwise.
+    """
+    from ..errors import UnsafePathError
+
+    real_root = os.path.realpath(root)
+    existing = path.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent  # check what is there now, before mkdir could follow a planted link
+    if existing != root and root not in existing.parents:
+        return path  # the root itself is not made yet: nothing can be planted under it
+    parent = os.path.realpath(existing)
+    if parent != real_root and not parent.startswith(real_root + os.sep):
+        raise UnsafePathError(
+            f"refusing to write {path}: its directory resolves to {parent}, outside {real_root} "
+            "(a symlink planted on the way?); remove it and retry"
+        )
+    return path
+
+
+def make_dirs(path: Path, mode: int = 0o775) -> None:
+    """Create `path` and its parents; our own directories stay group-writable for other containers."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+
+
+def make_parent(path: Path, root: Path | None = None) -> None:
+    """Create `path`'s directory; with `root`, check before and after that it resolves inside it."""
+    if root is not None:
+        ensure_inside(path, root)
+    make_dirs(path.parent)
+    if root is not None:
+        ensure_inside(path, root)
+
+
+def write_text(path: Path, text: str, mode: int = 0o664, root: Path | None = None, durable: bool = True) -> None:
+    """Write `text` to `path` atomically, stay inside `root`. `durable`: fsynced, so that a power cut too
+    leaves the old or the new content (a killed process always does)."""
+    make_parent(path, root)
+    temp = temp_name(path)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            if durable:
+                os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: object, root: Path | None = None, durable: bool = True) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", root=root, durable=durable)
+
+
+def symlink(target: str, link: Path, root: Path | None = None) -> bool:
+    """Point `link` at `target` (relative, so the volume can move); return True if it changed.
+
+    With `root`, the link's directory must resolve inside it.
+    """
+    try:
+        if os.readlink(link) == target:
+            return False
+    except OSError:
+        pass
+    make_parent(link, root)
+    temp = temp_name(link)
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, link)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def relative_target(target: Path, link: Path) -> str:
+    """`target` as seen from the directory holding `link`."""
+    return os.path.relpath(target, link.parent)

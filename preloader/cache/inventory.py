@@ -1,0 +1,185 @@
+"""What is in a cache: repos, revisions, completeness, links, sizes, last use.
+
+Reads the hub layout directly, so a cache that only huggingface_hub wrote is
+listed too (its snapshots have no completion record, so they show as partial).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..spec import RepoSpec, is_commit
+from . import records
+from .layout import LATEST, Layout, parse_folder_name
+
+
+@dataclass
+class RevisionInfo:
+    commit: str
+    refs: list[str]
+    complete: bool
+    recorded: bool
+    files: int
+    size: int
+    last_used: float | None
+    path: Path
+    latest: bool = False
+    aliases: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "complete" if self.complete else "partial"
+
+    @property
+    def used_or_made(self) -> float:
+        """Last use, or else when it was made: the LRU key."""
+        if self.last_used is not None:
+            return self.last_used
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+
+@dataclass
+class RepoInfo:
+    repo_type: str
+    repo_id: str
+    path: Path
+    revisions: list[RevisionInfo]
+    size: int
+    latest: str | None
+
+    @property
+    def spec(self) -> RepoSpec:
+        return RepoSpec(self.repo_type, self.repo_id)
+
+    @property
+    def last_used(self) -> float | None:
+        used = [r.last_used for r in self.revisions if r.last_used is not None]
+        return max(used) if used else None
+
+
+@dataclass
+class CacheInfo:
+    cache_dir: Path
+    state_dir: Path
+    repos: list[RepoInfo]
+    size: int
+    free: int | None
+
+
+def snapshot_blobs(snapshot: Path) -> dict[str, Path]:
+    """{file path in repo: blob it points at (or the file itself)} for one snapshot."""
+    files = {}
+    for dirpath, _, names in os.walk(snapshot):
+        for name in names:
+            full = Path(dirpath) / name
+            rel = full.relative_to(snapshot).as_posix()
+            if full.is_symlink():
+                files[rel] = Path(os.path.normpath(full.parent / os.readlink(full)))
+            else:
+                files[rel] = full
+    return files
+
+
+def read_refs(layout: Layout, spec: RepoSpec) -> dict[str, list[str]]:
+    """{commit: [ref names]} from a repo's refs/ folder."""
+    refs: dict[str, list[str]] = {}
+    base = layout.refs_dir(spec)
+    for dirpath, _, names in os.walk(base):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                commit = path.read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            refs.setdefault(commit, []).append(path.relative_to(base).as_posix())
+    return {commit: sorted(names) for commit, names in refs.items()}
+
+
+def read_aliases(layout: Layout, spec: RepoSpec) -> dict[str, list[str]]:
+    """{commit: [alias paths]} for the alias links of one repo."""
+    base = layout.alias_dir(spec)
+    if base is None:
+        return {}
+    found: dict[str, list[str]] = {}
+    for dirpath, dirnames, names in os.walk(base):
+        for name in list(dirnames) + names:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                found.setdefault(Path(os.readlink(path)).name, []).append(str(path))
+    return found
+
+
+def scan_repo(layout: Layout, repo_dir: Path) -> RepoInfo | None:
+    parsed = parse_folder_name(repo_dir.name)
+    if parsed is None or not repo_dir.is_dir():
+        return None
+    repo_type, repo_id = parsed
+    spec = RepoSpec(repo_type, repo_id)
+    refs = read_refs(layout, spec)
+    aliases = read_aliases(layout, spec)
+    try:
+        latest = os.readlink(layout.latest_link(spec))
+    except OSError:
+        latest = None
+    revisions = []
+    blob_sizes: dict[Path, int] = {}
+    snapshots = layout.snapshots_dir(spec)
+    for entry in sorted(os.listdir(snapshots)) if snapshots.is_dir() else []:
+        path = snapshots / entry
+        if entry == LATEST or path.is_symlink() or not path.is_dir():
+            continue
+        blobs = snapshot_blobs(path)
+        sizes = {}
+        for rel, blob in blobs.items():
+            try:
+                sizes[rel] = blob_sizes.setdefault(blob, blob.stat().st_size)
+            except OSError:
+                pass  # broken link: not on disk
+        state = records.check(layout, spec, entry, as_recorded=True) if is_commit(entry) else None
+        revisions.append(RevisionInfo(
+            commit=entry,
+            refs=refs.get(entry, []),
+            complete=state is not None and state.complete,
+            recorded=state is not None and state.record is not None,
+            files=len(sizes),
+            size=sum(blob_sizes[b] for b in {blobs[r] for r in sizes}),
+            last_used=records.last_used(layout, spec, entry),
+            path=path,
+            latest=latest == entry,
+            aliases=sorted(aliases.get(entry, [])),
+            missing=list(state.missing) if state else [],
+        ))
+    return RepoInfo(repo_type, repo_id, repo_dir, revisions, sum(blob_sizes.values()), latest)
+
+
+def scan(layout: Layout) -> CacheInfo:
+    repos = []
+    if layout.cache_dir.is_dir():
+        for name in sorted(os.listdir(layout.cache_dir)):
+            info = scan_repo(layout, layout.cache_dir / name)
+            if info is not None:
+                repos.append(info)
+    total = sum(r.size for r in repos)
+    return CacheInfo(layout.cache_dir, layout.state_dir, repos, total, free_space(layout.cache_dir))
+
+
+def free_space(path: Path) -> int | None:
+    """Free bytes on the volume holding `path` (or its nearest existing parent)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def find_repo(info: CacheInfo, spec: RepoSpec) -> RepoInfo | None:
+    return next((r for r in info.repos if (r.repo_type, r.repo_id) == (spec.repo_type, spec.repo_id)), None)

@@ -1,0 +1,144 @@
+"""Where things live: the hub cache layout, and our own state beside it. Every path we read or write.
+
+```
+<cache>/models--org--name/blobs/<etag>                huggingface_hub's
+<cache>/models--org--name/blobs/<etag>.incomplete     a blob being downloaded (huggingface_hub's name)
+<cache>/models--org--name/snapshots/<commit>/<file>   huggingface_hub's (links to blobs)
+<cache>/models--org--name/refs/<revision>             huggingface_hub's format, we write it too
+<cache>/models--org--name/snapshots/latest            -> <commit>, ours
+<cache>/.locks/models--org--name/<etag>.lock          a blob's lock (huggingface_hub's, we take it too)
+<state>/complete/models--org--name/<commit>.json      completion record, ours
+<state>/locks/models--org--name.lock                  repo lock, ours
+<state>/used/models--org--name/<commit>               when a service last got this snapshot, ours
+<state>/partial/models--org--name/<commit>            a download started and not yet complete, ours
+<state>/transfers/models--org--name/<etag>.json       which ranges of a partial blob are on disk, ours
+<state>/manifests/<plan key>.json                     the manifest handed to a service, ours
+<link-root>/model/org/name/<revision>                 -> the snapshot, ours
+```
+Pure path arithmetic: nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..spec import RepoSpec
+
+LATEST = "latest"
+PARTIAL_SUFFIX = ".incomplete"
+STATE_KINDS = ("complete", "used", "partial", "transfers")  # our per-repo folders under the state dir
+
+
+def repo_folder_name(repo_type: str, repo_id: str) -> str:
+    """huggingface_hub's folder name: `models--org--name`."""
+    return f"{repo_type}s--" + repo_id.replace("/", "--")
+
+
+def parse_folder_name(name: str) -> tuple[str, str] | None:
+    """(repo_type, repo_id) of a cache folder name, or None if it is not one."""
+    prefix, sep, rest = name.partition("--")
+    if not sep or prefix not in ("models", "datasets", "spaces") or not rest:
+        return None
+    return prefix[:-1], rest.replace("--", "/")
+
+
+def default_state_dir(cache_dir: Path) -> Path:
+    """Our own files live outside the hub tree so `hf cache` tools see only theirs.
+
+    Beside a cache named `hub` (the HF_HOME layout) that is `HF_HOME/preloader`.
+    Otherwise the volume root may be the cache itself, and the only place in it
+    that huggingface_hub's scanner skips is `.locks/`.
+    """
+    if cache_dir.name == "hub":
+        return cache_dir.parent / "preloader"
+    return cache_dir / ".locks" / "preloader"
+
+
+def absolute(path: str | Path) -> Path:
+    """An absolute path without resolving symlinks: a volume may be mounted through one."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+@dataclass(frozen=True)
+class Layout:
+    cache_dir: Path
+    state_dir: Path
+    link_root: Path | None = None
+
+    @classmethod
+    def build(cls, cache_dir: str | Path, state_dir: str | Path | None = None,
+              link_root: str | Path | None = None) -> Layout:
+        """The one way to a Layout: absolute paths, the state dir and link root defaulting as documented."""
+        cache = absolute(cache_dir)
+        state = absolute(state_dir) if state_dir else default_state_dir(cache)
+        return cls(cache, state, absolute(link_root) if link_root else state / "links")
+
+    @property
+    def hf_home(self) -> Path | None:
+        """HF_HOME for consumers: the parent of a cache dir named `hub` (huggingface_hub's own rule)."""
+        return self.cache_dir.parent if self.cache_dir.name == "hub" else None
+
+    # -- huggingface_hub's tree -------------------------------------------------------------------
+    def repo_dir(self, spec: RepoSpec) -> Path:
+        return self.cache_dir / repo_folder_name(spec.repo_type, spec.repo_id)
+
+    def snapshots_dir(self, spec: RepoSpec) -> Path:
+        return self.repo_dir(spec) / "snapshots"
+
+    def snapshot_dir(self, spec: RepoSpec, commit: str) -> Path:
+        return self.snapshots_dir(spec) / commit
+
+    def refs_dir(self, spec: RepoSpec) -> Path:
+        return self.repo_dir(spec) / "refs"
+
+    def ref_file(self, spec: RepoSpec, revision: str | None = None) -> Path:
+        return self.refs_dir(spec) / (revision or spec.revision)
+
+    def blobs_dir(self, spec: RepoSpec) -> Path:
+        return self.repo_dir(spec) / "blobs"
+
+    def blob(self, spec: RepoSpec, etag: str) -> Path:
+        return self.blobs_dir(spec) / etag
+
+    def partial_blob(self, spec: RepoSpec, etag: str) -> Path:
+        return self.blobs_dir(spec) / (etag + PARTIAL_SUFFIX)
+
+    def blob_lock(self, spec: RepoSpec, etag: str) -> Path:
+        return self.cache_dir / ".locks" / repo_folder_name(spec.repo_type, spec.repo_id) / f"{etag}.lock"
+
+    def latest_link(self, spec: RepoSpec) -> Path:
+        return self.snapshots_dir(spec) / LATEST
+
+    # -- ours -------------------------------------------------------------------------------------
+    def alias_link(self, spec: RepoSpec) -> Path | None:
+        if self.link_root is None:
+            return None
+        return self.link_root / spec.repo_type / spec.repo_id / spec.revision
+
+    def alias_dir(self, spec: RepoSpec) -> Path | None:
+        """The folder of one repo's alias links."""
+        return None if self.link_root is None else self.link_root / spec.repo_type / spec.repo_id
+
+    def state_folder(self, kind: str, spec: RepoSpec) -> Path:
+        """`<state>/<kind>/<repo folder>`, kind one of STATE_KINDS."""
+        return self.state_dir / kind / repo_folder_name(spec.repo_type, spec.repo_id)
+
+    def record_file(self, spec: RepoSpec, commit: str) -> Path:
+        return self.state_folder("complete", spec) / f"{commit}.json"
+
+    def used_file(self, spec: RepoSpec, commit: str) -> Path:
+        return self.state_folder("used", spec) / commit
+
+    def partial_file(self, spec: RepoSpec, commit: str) -> Path:
+        return self.state_folder("partial", spec) / commit
+
+    def range_map(self, spec: RepoSpec, etag: str) -> Path:
+        return self.state_folder("transfers", spec) / f"{etag}.json"
+
+    def lock_file(self, spec: RepoSpec) -> Path:
+        return self.state_dir / "locks" / (repo_folder_name(spec.repo_type, spec.repo_id) + ".lock")
+
+    def manifest_file(self, key: str) -> Path:
+        return self.state_dir / "manifests" / f"{key}.json"

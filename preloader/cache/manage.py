@@ -1,0 +1,256 @@
+"""Managing the shared cache, as a Python API: list, status, verify, remove, prune.
+
+    from preloader import cache
+    info = cache.list_cache("/cache/hub")
+    report = cache.prune("/cache/hub", max_size=200 * 2**30, dry_run=True)
+
+Every function takes a Layout or a cache dir (its state dir and link root then
+default as the CLI's do) and returns dataclasses. Removals hold the
+repo lock, so they never delete under a running preload.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NotFoundError, TransientError
+from ..spec import RepoSpec
+from . import evict, locks, records
+from .evict import Removal, RemovalReport
+from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan
+from .layout import Layout, parse_folder_name
+from .verify import SnapshotCheck, check_snapshot, drop_bad_files
+
+
+def _layout(target: Layout | str | Path) -> Layout:
+    return target if isinstance(target, Layout) else Layout.build(target)
+
+
+def list_cache(cache: Layout | str | Path) -> CacheInfo:
+    """Every repo in the cache with its revisions, sizes (shared blobs once), links and last use."""
+    return scan(_layout(cache))
+
+
+@dataclass
+class SnapshotStatus:
+    repo_type: str
+    repo_id: str
+    revision: str
+    commit: str | None
+    cached: bool
+    complete: bool
+    missing: list[str]
+    path: str | None
+    message: str
+
+
+def status(cache: Layout | str | Path, specs: Iterable[RepoSpec], include: tuple[str, ...] = (),
+           exclude: tuple[str, ...] = ()) -> list[SnapshotStatus]:
+    """For each request: cached or not, complete or partial (which files are missing), its stable path."""
+    lay = _layout(cache)
+    result = []
+    for spec in specs:
+        state = records.check(lay, spec, include=include, exclude=exclude)
+        snapshot = lay.snapshot_dir(spec, state.commit) if state.commit else None
+        cached = snapshot is not None and snapshot.is_dir()
+        alias = lay.alias_link(spec)
+        path = alias if alias is not None and alias.exists() and state.complete else snapshot
+        message = f"{spec}: {state.detail}" if state.complete else f"{spec}: not ready: {state.detail}"
+        result.append(SnapshotStatus(spec.repo_type, spec.repo_id, spec.revision, state.commit, cached,
+                                     state.complete, list(state.missing), str(path) if path and cached else None,
+                                     message))
+    return result
+
+
+def _snapshots(info: CacheInfo, lay: Layout, specs: Iterable[RepoSpec] | None) -> list[tuple[RepoInfo, str]]:
+    """(repo, commit) pairs a command applies to: all snapshots, or those the specs name."""
+    if specs is None:
+        return [(repo, rev.commit) for repo in info.repos for rev in repo.revisions]
+    chosen = []
+    for spec in specs:
+        repo = find_repo(info, spec)
+        commit = records.local_commit(lay, spec)
+        if repo is None or commit is None or commit not in {r.commit for r in repo.revisions}:
+            raise NotFoundError(f"{spec} is not in the cache {lay.cache_dir}")
+        chosen.append((repo, commit))
+    return chosen
+
+
+def verify(cache: Layout | str | Path, specs: Iterable[RepoSpec] | None = None, *, repair: bool = False,
+           hub=None, lock_timeout: float = 3600.0) -> list[SnapshotCheck]:
+    """Re-hash every file of the chosen snapshots; with `repair`, re-fetch only the bad files.
+
+    A snapshot found broken loses its completion record until repaired.
+    `hub` is a `preloader.hub.client.Hub` for this layout, needed only for repair.
+    """
+    lay = _layout(cache)
+    results = []
+    for repo, commit in _snapshots(scan(lay), lay, specs):
+        spec = RepoSpec(repo.repo_type, repo.repo_id, commit)
+        check = check_snapshot(lay, spec, commit)
+        old = records.read(lay, spec, commit)
+        if check.broken or (repair and old is None):
+            lay.record_file(spec, commit).unlink(missing_ok=True)
+        if repair and (check.broken or old is None):
+            with locks.hold(lay.lock_file(spec), timeout=lock_timeout, what=str(spec)):
+                _repair(lay, spec, commit, check, hub)
+        results.append(check)
+    return results
+
+
+def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub) -> None:
+    _, files = hub.resolve(spec)
+    listing = {path: f.size for path, f in files.items()}
+    snapshot = lay.snapshot_dir(spec, commit)
+    wanted = records.select(listing)
+    check.missing = sorted(set(check.missing) | set(records.missing_on_disk(snapshot, wanted)) - set(check.corrupt)
+                           - set(check.truncated))
+    bad = check.broken
+    drop_bad_files(lay, spec, check)
+    hub.fetch(spec, commit, [files[p] for p in bad if p in files])
+    after = check_snapshot(lay, spec, commit)
+    still = records.missing_on_disk(snapshot, wanted)
+    if after.corrupt or after.truncated or still:
+        raise TransientError(f"{spec}: repair did not fix {', '.join(after.corrupt + after.truncated + still)}")
+    check.repaired = bad
+    records.write(lay, spec, records.Record(commit, listing, dict(wanted)))
+
+
+def _held(lay: Layout, spec: RepoSpec, lock_timeout: float):
+    return locks.hold(lay.lock_file(spec), timeout=lock_timeout, what=f"{spec.repo_type} {spec.repo_id}")
+
+
+def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions: Iterable[RepoSpec] = (), *,
+           everything: bool = False, lock_timeout: float = 3600.0, dry_run: bool = False) -> RemovalReport:
+    """Remove whole `repos`, single `revisions` (branch, tag or commit), or `everything`.
+
+    Blobs another remaining revision uses are kept. Each repo is removed under
+    its lock: this waits for a running preload, or raises TransientError after
+    `lock_timeout`.
+    """
+    lay = _layout(cache)
+    info = scan(lay)
+    report = RemovalReport(dry_run=dry_run)
+    targets: dict[Path, tuple[RepoInfo, set[str] | None]] = {}
+    if everything:
+        targets = {repo.path: (repo, None) for repo in info.repos}
+    for spec in repos:
+        repo = find_repo(info, spec)
+        if repo is None:
+            raise NotFoundError(f"{spec.repo_type} {spec.repo_id} is not in the cache {lay.cache_dir}")
+        targets[repo.path] = (repo, None)
+    for repo, commit in _snapshots(info, lay, revisions):
+        current = targets.get(repo.path, (repo, set()))[1]
+        if current is not None:
+            targets[repo.path] = (repo, current | {commit})
+    for repo, commits in targets.values():
+        if dry_run:
+            report.removed += [Removal(repo.repo_type, repo.repo_id, r.commit, r.size, "requested", r.last_used)
+                               for r in repo.revisions if commits is None or r.commit in commits]
+            continue
+        with _held(lay, repo.spec, lock_timeout):
+            current = evict.scan_repo(lay, repo.path)
+            if current is None:
+                continue
+            report.removed += evict.remove_commits(lay, repo.path, commits, "requested")
+            after = evict.scan_repo(lay, repo.path)
+        report.freed += current.size - (after.size if after else 0)
+    return report
+
+
+def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than: float | None = None,
+          keep_last: int = 0, keep: Iterable[RepoSpec] = (), grace: float = 3600.0, dry_run: bool = False,
+          now: float | None = None) -> RemovalReport:
+    """Evict least recently used complete snapshots until the bounds hold; clean stale leftovers.
+
+    Never evicts a snapshot whose repo lock is held (a preload or removal is
+    running), one named in `keep`, or one of the `keep_last` most recently used
+    of its repo.
+    """
+    lay = _layout(cache)
+    now = time.time() if now is None else now
+    info = scan(lay)
+    report = RemovalReport(dry_run=dry_run)
+    kept = {(s.repo_type, s.repo_id, records.local_commit(lay, s)) for s in keep}
+    candidates = []
+    for repo in info.repos:
+        recent = sorted(repo.revisions, key=lambda r: r.used_or_made, reverse=True)[:keep_last]
+        for rev in repo.revisions:
+            if rev.complete and rev not in recent and (repo.repo_type, repo.repo_id, rev.commit) not in kept:
+                candidates.append((rev.used_or_made, repo, rev))
+    candidates.sort(key=lambda c: c[0])
+    size = info.size
+    gone: set[str] = set()  # what a dry run has evicted so far, so shared blobs are counted when freed
+    for used, repo, rev in candidates:
+        too_old = older_than is not None and now - used > older_than
+        too_big = max_size is not None and size > max_size
+        if not (too_old or too_big):
+            continue
+        reason = "older than bound" if too_old else "over size bound"
+        if dry_run:
+            report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
+            freed = _exclusive_size(repo, rev, gone)
+            gone.add(rev.commit)
+            report.freed += freed
+            size -= freed
+            continue
+        try:
+            with locks.hold(lay.lock_file(repo.spec), timeout=0, what=str(repo.spec)):
+                before = (evict.scan_repo(lay, repo.path) or repo).size
+                report.removed += evict.remove_commits(lay, repo.path, {rev.commit}, reason)
+                after = evict.scan_repo(lay, repo.path)
+                freed = before - (after.size if after else 0)
+        except TransientError:
+            report.skipped.append(f"{repo.repo_type} {repo.repo_id}@{rev.commit[:12]}: locked")
+            continue
+        report.freed += freed
+        size -= freed
+    for path in evict.stale_leftovers(lay, info, grace, now):
+        if dry_run:
+            report.leftovers.append(str(path))
+            continue
+        repo_dir = _repo_dir_of(lay, path)
+        parsed = repo_dir and parse_folder_name(repo_dir.name)
+        try:
+            if parsed:  # a preload resuming this repo holds its lock: leave its files alone
+                with locks.hold(lay.lock_file(RepoSpec(*parsed)), timeout=0, what=repo_dir.name):
+                    _remove_path(path)
+            else:
+                _remove_path(path)
+        except TransientError:
+            report.skipped.append(f"{path}: locked")
+            continue
+        report.leftovers.append(str(path))
+    return report
+
+
+def _repo_dir_of(lay: Layout, path: Path) -> Path | None:
+    try:
+        return lay.cache_dir / path.relative_to(lay.cache_dir).parts[0]
+    except ValueError:
+        return None
+
+
+def _exclusive_size(repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
+    """Bytes only this revision uses among those not yet evicted (what evicting it frees), for dry runs."""
+    from .inventory import snapshot_blobs
+
+    mine = set(snapshot_blobs(rev.path).values())
+    others = set()
+    for other in repo.revisions:
+        if other.commit != rev.commit and other.commit not in gone:
+            others |= set(snapshot_blobs(other.path).values())
+    return sum(b.stat().st_size for b in mine - others if b.exists())
+
+
+def _remove_path(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+

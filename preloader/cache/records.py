@@ -1,0 +1,175 @@
+"""Completion records, and the one answer to "is this snapshot complete, and if not, what is missing?".
+
+A record is written atomically, after every expected file has been checked
+on disk, and lists the commit's whole file listing (path -> size) and the
+files found complete. Any include/exclude selection can then be judged
+against it with no network call. `check()` is what the engine, `status`,
+`wait`, `plan`, `ls`, `prune` and the API ask.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..spec import RepoSpec, is_commit
+from . import atomic
+from .layout import Layout
+
+VERSION = 1
+
+
+@dataclass
+class Record:
+    commit: str
+    listing: dict[str, int]
+    complete: dict[str, int] = field(default_factory=dict)
+    completed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """What a request means locally: its commit, the files it wants, which of them are missing, and why."""
+
+    spec: RepoSpec
+    commit: str | None
+    record: Record | None
+    wanted: dict[str, int]
+    missing: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.record is not None and not self.missing
+
+    @property
+    def size(self) -> int:
+        return sum(self.wanted.values())
+
+    @property
+    def detail(self) -> str:
+        """Why the snapshot is not usable, for messages; `complete at <commit>` when it is."""
+        if self.commit is None:
+            return "never downloaded here (no ref for this revision)"
+        if self.record is None:
+            return f"commit {self.commit[:12]} has no completion record (partial download)"
+        if not self.missing:
+            return f"complete at {self.commit[:12]}"
+        shown = ", ".join(self.missing[:5]) + (f" and {len(self.missing) - 5} more" if len(self.missing) > 5 else "")
+        return f"commit {self.commit[:12]} is missing {len(self.missing)} file(s): {shown}"
+
+
+def select(listing: dict[str, int], include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> dict[str, int]:
+    """The files a request wants, by huggingface_hub's pattern rules (`dir/` means `dir/*`)."""
+
+    def matches(path: str, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatch(path, p + "*" if p.endswith("/") else p) for p in patterns)
+
+    return {
+        path: size
+        for path, size in listing.items()
+        if (not include or matches(path, include)) and not matches(path, exclude)
+    }
+
+
+def local_commit(layout: Layout, spec: RepoSpec) -> str | None:
+    """The commit this request means without asking the hub: a pinned commit, or what refs/ says."""
+    if spec.is_commit:
+        return spec.revision
+    try:
+        commit = layout.ref_file(spec).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if is_commit(commit) else None
+
+
+_LOCAL = object()  # check()'s default: the commit refs/ or the pin names
+
+
+def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, *, include: tuple[str, ...] = (),
+          exclude: tuple[str, ...] = (), as_recorded: bool = False) -> Completeness:
+    """Is `commit` (default: what the request means locally) complete for this selection?
+
+    Wanted are the files of the commit's listing that `include`/`exclude` select, or, with
+    `as_recorded`, the files its record says were completed (what `ls` and `prune` judge by).
+    A file is missing when the record does not cover it at its size, or it is absent or of
+    another size on disk (links to blobs followed).
+    """
+    commit = local_commit(layout, spec) if commit is _LOCAL else commit
+    record = read(layout, spec, commit) if commit else None
+    if record is None:
+        return Completeness(spec, commit, None, {}, ())
+    wanted = dict(record.complete) if as_recorded else select(record.listing, include, exclude)
+    unrecorded = {p for p, size in wanted.items() if record.complete.get(p) != size}
+    missing = unrecorded | set(missing_on_disk(layout.snapshot_dir(spec, commit), wanted))
+    return Completeness(spec, commit, record, wanted, tuple(sorted(missing)))
+
+
+def missing_on_disk(snapshot: Path, wanted: dict[str, int]) -> list[str]:
+    """Wanted files absent from the snapshot or of the wrong size (following links to blobs)."""
+    bad = []
+    for path, size in wanted.items():
+        try:
+            if os.stat(snapshot / path).st_size != size:
+                bad.append(path)
+        except OSError:
+            bad.append(path)
+    return bad
+
+
+def read(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
+    """The record for `commit`, or None if there is none or it cannot be read."""
+    try:
+        data = json.loads(layout.record_file(spec, commit).read_text(encoding="utf-8"))
+        if data.get("version") != VERSION or data.get("commit") != commit:
+            return None
+        return Record(commit, dict(data["listing"]), dict(data["complete"]), float(data["completed_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write(layout: Layout, spec: RepoSpec, record: Record) -> None:
+    record.completed_at = time.time()
+    data = {
+        "version": VERSION,
+        "repo_type": spec.repo_type,
+        "repo_id": spec.repo_id,
+        "commit": record.commit,
+        "completed_at": record.completed_at,
+        "listing": record.listing,
+        "complete": record.complete,
+    }
+    atomic.write_json(layout.record_file(spec, record.commit), data, root=layout.state_dir)
+
+
+def mark_used(layout: Layout, spec: RepoSpec, commit: str, now: float | None = None) -> None:
+    """Record that a service got this snapshot: prune evicts the least recently used first.
+
+    File access times are often disabled (noatime), so use is recorded explicitly.
+    """
+    atomic.write_text(layout.used_file(spec, commit), f"{time.time() if now is None else now:.3f}\n")
+
+
+def last_used(layout: Layout, spec: RepoSpec, commit: str) -> float | None:
+    try:
+        return float(layout.used_file(spec, commit).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def mark_started(layout: Layout, spec: RepoSpec, commit: str) -> None:
+    """Note a download in progress, so prune can tell our abandoned partial snapshots from others'."""
+    atomic.write_text(layout.partial_file(spec, commit), f"{time.time():.3f}\n")
+
+
+def clear_started(layout: Layout, spec: RepoSpec, commit: str) -> None:
+    layout.partial_file(spec, commit).unlink(missing_ok=True)
+
+
+def forget(layout: Layout, spec: RepoSpec, commit: str) -> None:
+    """Drop every record we keep about a snapshot."""
+    for path in (layout.record_file(spec, commit), layout.used_file(spec, commit), layout.partial_file(spec, commit)):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,68 @@
+"""Re-hash cached files against their etags, and repair only what is broken.
+
+The rule is `hf cache verify`'s: an LFS file's etag is its sha256, any other
+file's etag is its git blob id (sha1 of "blob <size>\\0" + content). The blob's
+file name is its etag, so no network call is needed to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..spec import RepoSpec
+from . import hashing, records
+from .inventory import snapshot_blobs
+from .layout import Layout
+
+
+@dataclass
+class SnapshotCheck:
+    repo_type: str
+    repo_id: str
+    commit: str
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def broken(self) -> list[str]:
+        return sorted(set(self.missing + self.truncated + self.corrupt) - set(self.repaired))
+
+    @property
+    def ok(self) -> bool:
+        return not self.broken
+
+
+def check_snapshot(layout: Layout, spec: RepoSpec, commit: str) -> SnapshotCheck:
+    """Check every file of a snapshot: present, at the recorded size, hashing to its etag."""
+    result = SnapshotCheck(spec.repo_type, spec.repo_id, commit)
+    snapshot = layout.snapshot_dir(spec, commit)
+    blobs = snapshot_blobs(snapshot)
+    record = records.read(layout, spec, commit)
+    expected = dict(record.complete) if record else {}
+    for rel in sorted(set(expected) | set(blobs)):
+        blob = blobs.get(rel)
+        if blob is None or not blob.exists():
+            result.missing.append(rel)
+            continue
+        size = blob.stat().st_size
+        if rel in expected and size != expected[rel]:
+            result.truncated.append(rel)
+            continue
+        result.checked += 1
+        if hashing.matches(blob, blob.name) is False:
+            result.corrupt.append(rel)
+    return result
+
+
+def drop_bad_files(layout: Layout, spec: RepoSpec, check: SnapshotCheck) -> None:
+    """Delete the bad blobs and their snapshot links so a fetch brings them back."""
+    snapshot = layout.snapshot_dir(spec, check.commit)
+    blobs = snapshot_blobs(snapshot)
+    for rel in check.broken:
+        blob = blobs.get(rel)
+        if blob is not None and blob.parent == layout.blobs_dir(spec):
+            blob.unlink(missing_ok=True)
+        (snapshot / rel).unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""What every command shares: settings options from config.OPTIONS, parameter types, error reporting, output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from .. import logs
+from ..config import OPTIONS, Settings, debug_requested, secrets_in
+from ..errors import Aborted, PreloaderError
+from ..spec import RepoSpec, parse_specs
+from ..units import parse_duration, parse_size
+
+
+class SizeType(click.ParamType):
+    """Bytes from 500M, 200G, 1.5TiB (powers of 1024) or 200GB (powers of 1000)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected a size like 500M, 200G or 1.5T", param, ctx)
+
+
+class DurationType(click.ParamType):
+    """Seconds from 30, 90s, 10m, 12h or 30d."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected a duration like 90s, 12h or 30d", param, ctx)
+
+
+SIZE, DURATION = SizeType(), DurationType()
+CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "log_format", "log_level", "debug")
+HUB_SETTINGS = ("user", "token", "token_file", "endpoint", "lock_timeout", "retries", "workers", "transfer",
+                "connections", "parallel_threshold", "read_timeout")
+
+
+def settings_options(command=None, *, names: tuple[str, ...] | None = None):
+    """Add one click option per setting in config.OPTIONS (the README table lists the same), or those in `names`."""
+    if command is None:
+        return functools.partial(settings_options, names=names)
+    for option in reversed(OPTIONS):
+        if names is not None and option.name not in names:
+            continue
+        help_text = f"{option.help} [env: {option.env}" + "".join(f", {f}" for f in option.fallbacks)
+        help_text += f"; default: {option.default}]" if option.default else "]"
+        if option.kind == "bool":
+            decl = f"{option.flag}/--no-{option.flag[2:]}"
+            command = click.option(decl, option.name, default=None, help=help_text)(command)
+        else:
+            command = click.option(
+                option.flag, option.name, default=None, multiple=option.kind == "list",
+                metavar=option.kind.upper() if option.kind != "str" else "TEXT", help=help_text,
+            )(command)
+    return command
+
+
+def load_settings(flags: dict) -> Settings:
+    """Settings from the environment and these flags; every token value is a known secret first."""
+    for secret in secrets_in(os.environ, flags):
+        logs.add_secret(secret)
+    settings = Settings.load(os.environ, flags)
+    logs.setup(settings.log_format, settings.log_level)
+    return settings
+
+
+def reports_errors(command):
+    """Turn library errors into `preloader: error: ...` and their exit codes."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        debug = debug_requested(os.environ) or bool(kwargs.get("debug"))
+        try:
+            return command(*args, **kwargs)
+        except PreloaderError as error:
+            report(error, debug)
+            sys.exit(error.exit_code)
+        except Aborted as error:
+            report(error, debug)
+            # Download threads may still be blocked in a read; do not wait for them.
+            os._exit(error.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:  # a bug: show everything (tokens still scrubbed)
+            report(error, True)
+            click.echo(f"{logs.PREFIX}: error: this is a bug in preloader (exit 70)", err=True)
+            logs.flush()
+            os._exit(70)
+
+    return wrapper
+
+
+def report(error: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        click.echo(logs.redact("".join(traceback.format_exception(error))), err=True)
+    click.echo(logs.redact(f"{logs.PREFIX}: error: {error}"), err=True)
+    logs.flush()
+
+
+def emit(as_json: bool, document: dict, text: str) -> None:
+    """Print the command's JSON document with --json, else its text for people."""
+    click.echo(json.dumps(document, indent=2, default=str) if as_json else text)
+
+
+def spec_arguments(command):
+    command = click.option("--dataset", "datasets_only", is_flag=True, help="The SPECs are datasets.")(command)
+    return click.argument("specs", nargs=-1, metavar="SPEC...")(command)
+
+
+def parse_spec_args(specs, datasets_only: bool) -> tuple[RepoSpec, ...]:
+    return parse_specs(list(specs), "dataset" if datasets_only else "model")
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Print the documented JSON document.")(command)

@@ -1,0 +1,153 @@
+"""Managing the cache volume: ls, status, verify, rm, prune, doctor. Each command: settings, one library
+call, output."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import cache
+from ..spec import parse_removals, parse_specs
+from . import render
+from .base import (
+    CACHE_SETTINGS,
+    DURATION,
+    HUB_SETTINGS,
+    SIZE,
+    emit,
+    json_option,
+    load_settings,
+    parse_spec_args,
+    reports_errors,
+    settings_options,
+    spec_arguments,
+)
+
+REPO_SETTINGS = ("include", "exclude")  # the repos come from the env vars: --dataset means "the SPECs are datasets"
+
+
+@click.command(name="ls")
+@settings_options(names=CACHE_SETTINGS)
+@json_option
+@reports_errors
+def ls_command(as_json, **flags):
+    """List every repo in the cache: revisions, refs, complete or partial, links, size, last use."""
+    info = cache.list_cache(load_settings(flags).layout)
+    emit(as_json, render.ls_json(info), render.ls_text(info))
+
+
+@click.command()
+@settings_options(names=CACHE_SETTINGS + REPO_SETTINGS)
+@spec_arguments
+@json_option
+@reports_errors
+def status(specs, datasets_only, as_json, **flags):
+    """Is each SPEC (user/name[:revision]) complete in the cache? Exit 0 only when all are.
+
+    With no SPEC, checks the repos RUNPOD_HUGGINGFACE_MODEL / _DATASET (or --model,
+    --dataset) name, with PRELOADER_INCLUDE / _EXCLUDE; exit 1 when none is named.
+    No network. For readiness probes: `preloader status && start`.
+    """
+    s = load_settings(flags)
+    repos = parse_spec_args(specs, datasets_only) if specs else s.repos
+    if not repos:
+        click.echo("preloader: error: no repos to check: give SPECs or set RUNPOD_HUGGINGFACE_MODEL / "
+                   "RUNPOD_HUGGINGFACE_DATASET", err=True)
+        sys.exit(1)
+    items = cache.status(s.layout, repos, include=s.include, exclude=s.exclude)
+    emit(as_json, render.status_json(items), render.status_text(items))
+    sys.exit(0 if all(i.complete for i in items) else 1)
+
+
+@click.command()
+@settings_options(names=CACHE_SETTINGS + HUB_SETTINGS)
+@spec_arguments
+@click.option("--repair", is_flag=True, help="Re-fetch only the missing, truncated or corrupt files.")
+@json_option
+@reports_errors
+def verify(specs, datasets_only, repair, as_json, **flags):
+    """Re-hash cached files (sha256 for LFS files, git blob sha1 for others) against their etags.
+
+    Reports missing, truncated and corrupt files; a broken snapshot loses its
+    completion record. Exit 1 when anything is (still) broken.
+    """
+    s = load_settings(flags)
+    hub = None
+    if repair:
+        from ..hub.client import Hub
+
+        hub = Hub.from_settings(s)
+    chosen = parse_spec_args(specs, datasets_only) if specs else None
+    checks = cache.verify(s.layout, chosen, repair=repair, hub=hub, lock_timeout=s.lock_timeout)
+    emit(as_json, render.verify_json(checks), render.verify_text(checks))
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@click.command(name="rm")
+@settings_options(names=CACHE_SETTINGS + ("lock_timeout",))
+@spec_arguments
+@click.option("--revision", help="Remove only this revision (branch, tag or commit) of each SPEC.")
+@click.option("--all", "everything", is_flag=True, help="Remove every repo in the cache.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a TTY.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@json_option
+@reports_errors
+def rm_command(specs, datasets_only, revision, everything, yes, dry_run, as_json, **flags):
+    """Remove repos (SPEC: user/name) or revisions (user/name:revision, or --revision).
+
+    Removes snapshots, their refs, aliases and `latest` links, and blobs no
+    remaining revision uses. Takes the repo lock: waits for a running preload,
+    or fails (75) after --lock-timeout.
+    """
+    if bool(specs) == everything:
+        raise click.UsageError("give SPECs or --all (not both)")
+    s = load_settings(flags)
+    whole, revisions = parse_removals(list(specs), "dataset" if datasets_only else "model", revision)
+    if not dry_run and not yes and sys.stdin.isatty():
+        planned = cache.remove(s.layout, whole, revisions, everything=everything, dry_run=True)
+        click.confirm(f"Remove {len(planned.removed)} snapshot(s) from {s.cache_dir}?", abort=True, err=True)
+    report = cache.remove(s.layout, whole, revisions, everything=everything, lock_timeout=s.lock_timeout,
+                          dry_run=dry_run)
+    emit(as_json, render.removal_json(report, "rm"), render.removal_text(report))
+
+
+@click.command()
+@settings_options(names=CACHE_SETTINGS)
+@click.option("--max-size", type=SIZE, help="Evict until the cache is at most this big (500M, 200G, 1.5T).")
+@click.option("--older-than", type=DURATION, help="Evict snapshots not used for this long (12h, 30d).")
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Never evict the N most recently used snapshots of each repo.")
+@click.option("--keep", multiple=True, metavar="SPEC", help="Never evict this user/name[:revision] (repeatable).")
+@click.option("--keep-dataset", multiple=True, metavar="SPEC", help="Never evict this dataset (repeatable).")
+@click.option("--grace", type=DURATION, default="1h", show_default=True,
+              help="Remove partial downloads and temp files older than this.")
+@click.option("--dry-run", is_flag=True, help="Show what would go.")
+@json_option
+@reports_errors
+def prune(max_size, older_than, keep_last, keep, keep_dataset, grace, dry_run, as_json, **flags):
+    """Evict least recently used complete snapshots until the bounds hold; clean stale leftovers.
+
+    "Used" is recorded when the preloader hands a snapshot to a service or
+    `wait` returns it. Never evicts a locked repo's snapshots or a --keep.
+    """
+    kept = parse_specs(list(keep), "model", "--keep") + parse_specs(list(keep_dataset), "dataset", "--keep-dataset")
+    report = cache.prune(load_settings(flags).layout, max_size=max_size, older_than=older_than,
+                         keep_last=keep_last, keep=kept, grace=grace, dry_run=dry_run)
+    emit(as_json, render.removal_json(report, "prune"), render.removal_text(report))
+
+
+@click.command()
+@settings_options
+@json_option
+@reports_errors
+def doctor(as_json, **flags):
+    """Check this machine and cache: location, permissions, space, hub, token, symlinks, flock, GPU.
+
+    Each check prints ok / warn / fail and a one-line fix. Exit 1 if any fails.
+    """
+    from ..doctor import run_checks  # its probes (and maybe torch) only for this command
+
+    checks = run_checks(load_settings(flags))
+    emit(as_json, render.doctor_json(checks), render.doctor_text(checks))
+    sys.exit(1 if any(c.status == "fail" for c in checks) else 0)

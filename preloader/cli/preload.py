@@ -1,0 +1,81 @@
+"""The entrypoint's commands: run, wait, plan, warm."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .base import CACHE_SETTINGS, load_settings, reports_errors, settings_options
+
+COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
+NO_INTERSPERSED = {"allow_interspersed_args": False}
+
+
+@click.command(context_settings=NO_INTERSPERSED)
+@settings_options
+@COMMAND
+@reports_errors
+def run(command, **flags):
+    """Preload every requested repo, then exec COMMAND (same PID) on the cache.
+
+    With no COMMAND, preload and exit 0 (init container, compose sidecar).
+    The service gets HF_HUB_CACHE, HF_HUB_OFFLINE=1, PRELOADER_MODEL_PATH,
+    PRELOADER_DATASET_PATH and PRELOADER_MANIFEST; tokens are removed from
+    its environment unless --export-token.
+
+        preloader run --model org/model:main -- python serve.py --port 8000
+    """
+    from ..preload import entrypoint
+
+    entrypoint.run(load_settings(flags), list(command), os.environ, progress=sys.stderr.isatty())
+
+
+@click.command(context_settings=NO_INTERSPERSED)
+@settings_options
+@COMMAND
+@reports_errors
+def plan(command, **flags):
+    """Print the resolved plan as JSON: no network, no writes. The token shows only as set/unset."""
+    from ..preload.plan import describe
+
+    click.echo(json.dumps(describe(load_settings(flags), list(command)), indent=2))
+
+
+@click.command(context_settings=NO_INTERSPERSED)
+@settings_options
+@COMMAND
+@reports_errors
+def wait(command, **flags):
+    """Wait until every requested snapshot is complete in the cache, then exec COMMAND or exit 0.
+
+    For services that share the volume with a preloader but do not download.
+    No network. Exit 75 when --timeout passes first.
+    """
+    from ..preload import entrypoint
+
+    entrypoint.wait(load_settings(flags), list(command), os.environ)
+
+
+@click.command(name="warm")
+@settings_options(names=CACHE_SETTINGS + ("warm", "warm_lock", "dtype"))
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@reports_errors
+def warm_command(specs, **flags):
+    """Warm models already in the cache (no network): --warm page-cache (default here) or gpu[:N].
+
+    Logs bytes, seconds, GB/s and the device per repo. With --warm-lock (page
+    cache), stays up holding the pages until SIGTERM.
+    """
+    from ..api import warm
+    from ..preload.entrypoint import hold_until_stopped
+    from ..spec import parse_specs
+
+    s = load_settings(flags)
+    mode = "page-cache" if s.warm.kind == "none" else s.warm  # "none" means nothing to do here
+    reports = warm(parse_specs(list(specs), "model"), mode=mode, dtype=s.dtype, lock=s.warm_lock, cache_dir=s.cache_dir,
+                   state_dir=s.state_dir)
+    if s.warm_lock and any(r and r.locked_bytes for r in reports):
+        hold_until_stopped()

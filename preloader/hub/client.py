@@ -1,0 +1,171 @@
+"""The hub client: resolve a revision and list its files over the hub's REST API, fetch files into the cache.
+
+Resolving and our own transfers need only the standard library. huggingface_hub,
+whose import (with its HTTP stack) is most of a cold start's CPU time, is imported
+only for the files it fetches itself: Xet files, or everything with
+PRELOADER_TRANSFER=hub. Every call gets an explicit endpoint, token and layout;
+nothing relies on env vars read at import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import quote, urljoin
+
+from .. import logs
+from ..cache.layout import Layout
+from ..config import Settings, TransferKind
+from ..errors import HubDataError
+from ..spec import RepoSpec, is_commit
+from .connections import Connections
+from .errors import translate
+from .listing import RemoteFile, check_listing, listed_file, resolve_url
+from .source import RemoteSource
+from .transfer import Transfer, read_size_for
+
+logger = logging.getLogger(__name__)
+
+
+def xet_available() -> bool:
+    return importlib.util.find_spec("hf_xet") is not None
+
+
+@dataclass(frozen=True)
+class Hub:
+    endpoint: str
+    layout: Layout
+    token: str | None = None
+    workers: int = 8
+    transfer: TransferKind = "auto"
+    connections: int = 8
+    parallel_threshold: int = 64 * 1024**2
+    lock_timeout: float = 3600.0
+    read_timeout: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Hub:
+        """The hub client every command uses: the settings' endpoint, token, layout and transfer options."""
+        s = settings
+        return cls(s.endpoint, s.layout, s.token, workers=s.workers, transfer=s.transfer, connections=s.connections,
+                   parallel_threshold=s.parallel_threshold, lock_timeout=s.lock_timeout, read_timeout=s.read_timeout)
+
+    @cached_property
+    def _pool(self) -> Connections:  # API calls and transfers: kept alive from one request to the next
+        return Connections(self.read_timeout)
+
+    def _api(self, url: str) -> tuple[object, str | None]:
+        """GET a hub API URL: its JSON, and the next page's URL (the `Link: <...>; rel="next"` header)."""
+        headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {self.token}"} if self.token else {})
+        with self._pool.get(url, headers, origin=self.endpoint) as response:
+            body = response.read()
+            link = response.headers.get("Link") or ""
+        following = next((part.split(">")[0].split("<")[-1] for part in link.split(",") if 'rel="next"' in part),
+                         None)
+        try:
+            return json.loads(body), urljoin(url, following) if following else None
+        except ValueError:
+            raise HubDataError(f"the hub's answer to {url.split('?')[0]} is not JSON") from None
+
+    def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, RemoteFile]]:
+        """The commit a revision points at now, and that commit's files (size, etag, Xet or not)."""
+        api = f"{self.endpoint}/api/{spec.repo_type}s/{spec.repo_id}"
+        try:
+            info, _ = self._api(f"{api}/revision/{quote(spec.revision, safe='')}")
+            commit = info.get("sha") if isinstance(info, dict) else None
+            if not isinstance(commit, str) or not is_commit(commit):
+                check_listing(spec, str(commit), {})  # raises, before the id goes into a URL
+            files = self._list(spec, f"{api}/tree/{commit}?recursive=true")
+        except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
+            raise translate(error, spec, bool(self.token)) from error
+        check_listing(spec, commit, files)
+        return commit, files
+
+    def _list(self, spec: RepoSpec, url: str | None) -> dict[str, RemoteFile]:
+        files: dict[str, RemoteFile] = {}
+        while url:
+            page, url = self._api(url)
+            for item in page if isinstance(page, list) else [page]:
+                if isinstance(item, dict) and item.get("type") in ("directory", "folder"):
+                    continue
+                file = listed_file(item)
+                if file is None:
+                    raise HubDataError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: the hub listed a "
+                                       f"malformed entry, nothing was written: {str(item)[:200]}")
+                files[file.path] = file
+        return files
+
+    def uses_hub_download(self, file: RemoteFile) -> bool:
+        """huggingface_hub (and hf_xet) for Xet files in auto mode, or everything in hub mode; ours otherwise."""
+        return self.transfer == "hub" or (self.transfer == "auto" and file.xet and xet_available())
+
+    def fetch(self, spec: RepoSpec, commit: str, files: Iterable[RemoteFile],
+              on_bytes: Callable[[int], None] = lambda n: None) -> None:
+        """Download `files` of `commit` into the cache, several at once; the first failure cancels the rest."""
+        files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
+        if not files:
+            return
+        workers = min(self.workers, len(files))
+        big = min(workers, sum(1 for f in files if f.size >= self.parallel_threshold))
+        read_size = read_size_for(big * self.connections + (workers - big))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preloader-fetch")
+        futures = [pool.submit(self._fetch_one, spec, commit, f, read_size, on_bytes) for f in files]
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # raises the first failure
+        except Exception:
+            # Let in-flight files stop before a retry starts the same blobs again.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            # On a signal the caller is leaving: do not wait for threads blocked in a read.
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()  # the idle ones: dozens of CDN connections must not stay open
+
+    def _fetch_one(self, spec: RepoSpec, commit: str, file: RemoteFile, read_size: int,
+                   on_bytes: Callable[[int], None]) -> None:
+        try:
+            if self.uses_hub_download(file):
+                self._hub_download(spec, commit, file)
+                on_bytes(file.size)
+                return
+            source = RemoteSource(resolve_url(self.endpoint, spec, commit, file.path), self.token, self._pool,
+                                  name=file.path, read_size=read_size, on_bytes=on_bytes)
+            connections = self.connections if file.size >= self.parallel_threshold else 1
+            Transfer(self.layout, spec, commit, file, source, connections).run(self.lock_timeout)
+        except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
+            raise translate(error, spec, bool(self.token), file.path) from error
+
+    def _hub_download(self, spec: RepoSpec, commit: str, file: RemoteFile) -> None:
+        from huggingface_hub import constants, hf_hub_download
+
+        # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
+        # We only get here after deciding to go online, so the decision must win.
+        constants.HF_HUB_OFFLINE = False
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = self.read_timeout  # likewise read once at import
+        logs.adopt("huggingface_hub")
+        hf_hub_download(
+            spec.repo_id, file.path, repo_type=spec.repo_type, revision=commit, cache_dir=self.layout.cache_dir,
+            token=self.token or False, endpoint=self.endpoint,
+            tqdm_class=_silent_bars(),  # our own plan-wide progress covers it
+        )
+
+
+def _silent_bars():
+    """huggingface_hub's bars, switched off: our plan-wide progress replaces them."""
+    from huggingface_hub.utils.tqdm import tqdm
+
+    class Silent(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Silent

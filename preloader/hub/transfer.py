@@ -1,0 +1,120 @@
+"""Fetching one file into the hub cache: resumable, checked before publication, published atomically.
+
+The bytes go to `blobs/<etag>.incomplete` (huggingface_hub's name for a partial
+blob) under the blob's lock (huggingface_hub's lock file, so its downloads and
+ours never write the same blob at once). Which chunks are on disk is kept in a
+range map in the state dir (`rangemap`), so a restart after `kill -9` fetches
+only the rest. The file is hashed as the chunks land, in order (`hashing`), and
+is renamed into `blobs/` only when its size and hash match the etag.
+
+huggingface_hub's hf_transfer cannot do this: it deletes the file on any error,
+reports finished chunks without their offsets, and holds whole chunks in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+
+from ..cache import atomic
+from ..cache.hashing import algorithm
+from ..cache.layout import Layout
+from ..errors import TransientError, UnsafePathError
+from ..spec import RepoSpec
+from .chunks import ParallelDownload
+from .hashing import Hasher
+from .listing import RemoteFile
+from .rangemap import RangeMap
+from .source import RemoteSource
+
+MIB = 1024 * 1024
+READ_SIZE = MIB  # per connection at most; also the grain of resume: progress is counted per read
+BUFFER_BUDGET = 64 * MIB  # the read buffers of every connection of a fetch together, at most
+
+
+class ContentMismatch(TransientError):
+    """The bytes received do not hash to the etag; they were deleted and will be fetched again."""
+
+
+def chunk_size_for(size: int, connections: int) -> int:
+    """Several chunks per connection so fast ones take more, 1 to 32 MiB each."""
+    return max(MIB, min(32 * MIB, (size // (connections * 4)) // MIB * MIB))
+
+
+def read_size_for(connections_in_all: int) -> int:
+    """Each connection's read buffer: large for speed, smaller when many connections share the budget."""
+    return max(64 * 1024, min(READ_SIZE, BUFFER_BUDGET // max(1, connections_in_all)))
+
+
+class Transfer:
+    """Download one RemoteFile of a commit into the cache: take its lock, fetch, check, publish, link."""
+
+    def __init__(self, layout: Layout, spec: RepoSpec, commit: str, file: RemoteFile, source: RemoteSource,
+                 connections: int) -> None:
+        self.layout, self.file, self.source = layout, file, source
+        self.connections = max(1, connections)
+        self.blob = layout.blob(spec, file.etag)
+        self.partial = layout.partial_blob(spec, file.etag)
+        self.link = layout.snapshot_dir(spec, commit) / file.path
+        self.lock_file = layout.blob_lock(spec, file.etag)
+        chunk = chunk_size_for(file.size, self.connections)
+        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk)
+
+    def run(self, lock_timeout: float) -> int:
+        """Fetch, check and publish the file; return the bytes fetched over the network."""
+        from filelock import FileLock, Timeout
+
+        atomic.make_dirs(self.lock_file.parent)
+        atomic.make_dirs(self.blob.parent)
+        atomic.ensure_inside(self.blob, self.layout.cache_dir)
+        try:
+            with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
+                if not self.blob.exists():
+                    self._download()
+                atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
+        except Timeout:
+            raise TransientError(f"timed out waiting for the blob lock {self.lock_file}") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
+                raise UnsafePathError(f"blob lock {self.lock_file} is a symlink; refusing to follow it") from None
+            raise
+        return self.source.fetched
+
+    def discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.ranges.discard()
+
+    def _download(self) -> None:
+        if not self.ranges.load(self.partial):
+            self.discard()
+        atomic.make_dirs(self.partial.parent)
+        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.ftruncate(fd, self.file.size)
+            if self.file.size == 0 or (self.connections == 1 and not self.ranges.done):
+                hasher = self._single_stream(fd)
+            else:
+                hasher = ParallelDownload(self.source, fd, self.ranges, self.connections, self.file.etag).run()
+            self._check(fd, hasher)
+        finally:
+            os.close(fd)
+        os.replace(self.partial, self.blob)
+        self.ranges.discard()
+
+    def _single_stream(self, fd: int) -> Hasher:
+        """One GET of the whole file, hashed as it is written."""
+        hasher = Hasher(self.file.etag, self.file.size)
+        with contextlib.closing(self.source.get()) as response:
+            self.source.copy(response, fd, 0, self.file.size, on_data=hasher.update)
+        return hasher
+
+    def _check(self, fd: int, hasher: Hasher) -> None:
+        hasher.advance(fd, self.file.size)
+        got = hasher.hexdigest()
+        if os.fstat(fd).st_size != self.file.size or got != self.file.etag:
+            self.discard()
+            raise ContentMismatch(
+                f"{self.file.path}: received bytes do not match the etag ({algorithm(self.file.etag)} {got[:12]} "
+                f"!= {self.file.etag[:12]}); deleted, will fetch again"
+            )

@@ -1,0 +1,220 @@
+"""The preload itself: for each requested repo, resolve, lock, fetch what is missing, record, link.
+
+A snapshot is only ever *published* (completion record, refs, `latest`,
+alias) after every wanted file is on disk at its expected size, and each of
+those is an atomic rename, so a reader sees either the old state or the new.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..cache import atomic, locks, records
+from ..cache.inventory import free_space
+from ..cache.layout import PARTIAL_SUFFIX, Layout
+from ..cache.records import Completeness, Record
+from ..config import Settings
+from ..errors import DiskError, NotFoundError, TransientError
+from ..logs import Clock, event
+from ..spec import RepoSpec
+from .results import PreloadResult
+from .retry import Deadline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    """A repo resolved online whose snapshot still needs files."""
+
+    spec: RepoSpec
+    commit: str
+    files: dict  # path -> hub.listing.RemoteFile, the commit's whole listing
+    wanted: dict[str, int]
+    clock: Clock
+
+    def missing(self, layout: Layout) -> list:
+        return [self.files[p] for p in records.missing_on_disk(layout.snapshot_dir(self.spec, self.commit),
+                                                              self.wanted)]
+
+
+class Preloader:
+    """Runs a plan against one cache. Never prints or exits: it logs and raises PreloaderError."""
+
+    def __init__(self, settings: Settings, *, progress: bool = False, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.layout = settings.layout
+        self.deadline = Deadline(settings.timeout)
+        self.progress = progress
+        self.sleep = sleep
+        self._hub = None
+
+    @property
+    def hub(self):
+        if self._hub is None:
+            from ..hub.client import Hub  # deferred: a cached start never imports the hub client
+
+            self._hub = Hub.from_settings(self.settings)
+        return self._hub
+
+    def run(self) -> list[PreloadResult]:
+        """Resolve every repo first, check the space for all of it, then fetch; `latest` last."""
+        clock = Clock()
+        outcomes = [self.prepare(spec) for spec in self.settings.repos]
+        pending = [o for o in outcomes if isinstance(o, Pending)]
+        if pending:
+            total = self.preflight(pending)
+            from .progress import Progress
+
+            with Progress(total, tty=self.progress) as progress:
+                done = {id(p): self.download(p, progress) for p in pending}
+            outcomes = [done[id(o)] if isinstance(o, Pending) else o for o in outcomes]
+        self.link_latest(outcomes)
+        event(logger, "done", repos=len(outcomes), bytes_fetched=sum(r.bytes_fetched for r in outcomes),
+              bytes_reused=sum(r.bytes_reused for r in outcomes), secs=clock.seconds())
+        return outcomes
+
+    def link_latest(self, results: list[PreloadResult]) -> None:
+        """`latest` follows the repo's first entry in the plan."""
+        linked: set[tuple[str, str]] = set()
+        for result in results:
+            key = (result.repo_type, result.repo_id)
+            if key not in linked:
+                linked.add(key)
+                atomic.symlink(result.commit, self.layout.latest_link(RepoSpec(*key)), root=self.layout.cache_dir)
+
+    def state(self, spec: RepoSpec, commit: str | None = None) -> Completeness:
+        """What `commit` (default: what the request means locally) lacks for this plan's selection."""
+        s = self.settings
+        if commit is None:
+            return records.check(self.layout, spec, include=s.include, exclude=s.exclude)
+        return records.check(self.layout, spec, commit, include=s.include, exclude=s.exclude)
+
+    def prepare(self, spec: RepoSpec) -> PreloadResult | Pending:
+        """Settle a repo from the cache if possible; else resolve it online and say what it needs."""
+        clock = Clock()
+        s = self.settings
+        cached = self.state(spec)
+        if cached.complete and (spec.is_commit or s.offline):
+            return self.publish(cached, clock, fetched=0, source="cache")
+        if s.offline:
+            raise TransientError(f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache "
+                                 f"and offline mode is on ({s.offline_source}): {cached.detail}")
+        from ..hub.errors import HubUnreachable
+        from .retry import retrying
+
+        # With a complete snapshot at hand, one failed lookup is enough to start from it:
+        # a cold start should not spend minutes retrying a hub it does not need.
+        attempts = 1 if cached.complete else s.retries
+        try:
+            commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
+                                     sleep=self.sleep)(self.hub.resolve, spec)
+        except HubUnreachable as error:
+            if not cached.complete:
+                raise TransientError(f"{error}; no complete snapshot to fall back on: {cached.detail}") from None
+            event(logger, "hub.unreachable", logging.WARNING, repo=spec.repo_id, rev=spec.revision,
+                  using=cached.commit, error=error)
+            return self.publish(cached, clock, fetched=0, source="cache-fallback")
+        event(logger, "resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit)
+        wanted = records.select({path: f.size for path, f in files.items()}, s.include, s.exclude)
+        if not wanted:
+            raise NotFoundError(
+                f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
+                f"include={list(s.include)} exclude={list(s.exclude)}; check PRELOADER_INCLUDE/EXCLUDE"
+            )
+        online = self.state(spec, commit)
+        if online.complete:
+            return self.publish(online, clock, fetched=0, source="hub")
+        return Pending(spec, commit, files, wanted, clock)
+
+    def preflight(self, pending: list[Pending]) -> int:
+        """Bytes still to fetch for the whole plan; DiskError (74) before any byte is written if they do not fit."""
+        needed: dict[str, int] = {}
+        for p in pending:
+            for f in p.missing(self.layout):
+                blob = self.layout.blob(p.spec, f.etag)
+                if not blob.exists():
+                    needed[str(blob)] = f.size
+        total = sum(needed.values())
+        free = free_space(self.settings.cache_dir)
+        margin = self.settings.min_free
+        if free is not None and total + margin > free:
+            raise DiskError(
+                f"not enough space on the cache volume {self.settings.cache_dir}: the plan needs {total:,} bytes "
+                f"more, {free:,} are free and {margin:,} must stay free (PRELOADER_MIN_FREE); "
+                "free space (`preloader prune`) or use a bigger volume"
+            )
+        return total
+
+    def download(self, p: Pending, progress) -> PreloadResult:
+        with locks.hold(self.layout.lock_file(p.spec), timeout=self.settings.lock_timeout, what=str(p.spec),
+                        deadline=self.deadline.left):
+            # Another process may have finished it while we waited for the lock.
+            fetched = 0 if self.state(p.spec, p.commit).complete else self.fetch(p, progress)
+            return self.publish(self.state(p.spec, p.commit), p.clock, fetched=fetched, source="hub")
+
+    def fetch(self, p: Pending, progress) -> int:
+        """Download the wanted files not yet on disk and record the snapshot complete; return bytes fetched."""
+        from .retry import retrying
+
+        spec, commit = p.spec, p.commit
+        todo = p.missing(self.layout)
+        total = sum(f.size for f in todo)
+        progress.begin_repo(spec.repo_id, total)
+        event(logger, "fetch.start", repo=spec.repo_id, rev=spec.revision, commit=commit,
+              files=len(todo), bytes=total)
+        clock = Clock()
+        records.mark_started(self.layout, spec, commit)
+        try:
+            retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep)(
+                lambda: self.hub.fetch(spec, commit, p.missing(self.layout), on_bytes=progress.add))
+        except TransientError:
+            raise  # the hub gave out: keep the ranges on disk, the next run resumes them
+        except BaseException:
+            remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
+            raise
+        still = p.missing(self.layout)
+        if still:
+            raise DiskError(f"{spec}: files missing or of the wrong size after download: "
+                            + ", ".join(f.path for f in still[:5]))
+        record = records.read(self.layout, spec, commit) or Record(commit, {})
+        record.listing = {path: f.size for path, f in p.files.items()}
+        record.complete.update(p.wanted)
+        records.write(self.layout, spec, record)
+        records.clear_started(self.layout, spec, commit)
+        secs = clock.seconds()
+        event(logger, "fetch.done", repo=spec.repo_id, rev=spec.revision, commit=commit, files=len(todo),
+              bytes=total, secs=secs, rate=f"{total / secs / 1e6:.1f}MB/s" if secs else "-")
+        return total
+
+    def publish(self, state: Completeness, clock: Clock, *, fetched: int, source: str) -> PreloadResult:
+        """Point refs and the alias at a complete snapshot; report the result."""
+        spec, commit, layout = state.spec, state.commit, self.layout
+        if not spec.is_commit and records.local_commit(layout, spec) != commit:
+            atomic.write_text(layout.ref_file(spec), commit, root=layout.cache_dir)
+        alias = layout.alias_link(spec)
+        if alias is not None:
+            target = atomic.relative_target(layout.snapshot_dir(spec, commit), alias)
+            atomic.symlink(target, alias, root=layout.link_root)
+        records.mark_used(layout, spec, commit)
+        result = PreloadResult.of(layout, state, fetched=fetched, seconds=clock.seconds(), source=source)
+        event(logger, "ready", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit,
+              files=result.files, fetched=fetched, reused=result.bytes_reused, source=source,
+              secs=result.seconds)
+        return result
+
+
+def remove_partials(layout: Layout, spec: RepoSpec) -> None:
+    """Remove half-written blobs, their range maps and our temp files; the caller holds the repo lock."""
+    for folder, suffix in ((layout.blobs_dir(spec), PARTIAL_SUFFIX), (layout.state_folder("transfers", spec), ".json")):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(suffix) or name.startswith(atomic.TEMP_MARK):
+                (folder / name).unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""The entrypoint's sequences, as `preloader run` and `preloader wait` perform them: preload (or wait),
+warm, then hand the process over to the service, or stay up holding locked pages, or return."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from ..config import Settings
+from ..logs import event, flush
+from . import handoff, signals
+from .engine import Preloader
+from .results import PreloadResult
+from .waiting import wait_ready
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], *, progress: bool = False) -> None:
+    """Preload, warm as asked, then exec `command` (same PID) or, with none, return (or hold locked pages)."""
+    warming = settings.warm.kind != "none"  # the warm modules are not imported on a plain start (a hot path)
+    if settings.warm.kind == "gpu":  # fail before downloading anything, not after
+        from ..warm.gpu import require_device
+
+        require_device(settings.warm.device)
+    lock = settings.warm_lock and settings.warm.kind == "page-cache"
+    if settings.warm_lock and command:
+        logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
+        lock = False
+    signals.install(settings.timeout)
+    results = Preloader(settings, progress=progress).run()
+    if warming:
+        from ..api import warm_results
+
+        warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
+    signals.uninstall()
+    if command:
+        hand_over(settings, results, command, environ)
+    elif lock:
+        hold_until_stopped()
+
+
+def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str]) -> None:
+    """Wait (no network) until every snapshot is complete, then exec `command` or return."""
+    signals.install()
+    results = wait_ready(settings, timeout=settings.timeout)
+    signals.uninstall()
+    if command:
+        hand_over(settings, results, command, environ)
+
+
+def hand_over(settings: Settings, results: list[PreloadResult], command: Sequence[str],
+              environ: Mapping[str, str]) -> None:
+    manifest = handoff.write_manifest(settings, results)
+    handoff.exec_service(command, handoff.service_env(environ, settings, results, manifest))
+
+
+def hold_until_stopped() -> None:
+    """Sidecar with --warm-lock: keep the locked pages resident until SIGTERM/SIGINT, then return."""
+    import signal
+    import threading
+
+    from ..warm.memlock import locked_bytes, release_locks
+
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    event(logger, "warm.holding", locked=locked_bytes())
+    flush()
+    while not stopped.wait(1.0):
+        pass
+    release_locks()

@@ -1,0 +1,46 @@
+"""What a preload or a wait hands back: one PreloadResult per requested repo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache.layout import Layout
+from ..cache.records import Completeness
+
+
+@dataclass(frozen=True)
+class PreloadResult:
+    """What one requested repo ended up as."""
+
+    repo_type: str
+    repo_id: str
+    revision: str
+    commit: str
+    path: Path
+    alias: Path | None
+    files: int
+    bytes_fetched: int
+    bytes_reused: int
+    seconds: float
+    source: str  # "hub" (fetched or checked online), "cache" (no network), "cache-fallback" (hub failed)
+
+    @classmethod
+    def of(cls, layout: Layout, state: Completeness, *, fetched: int = 0, seconds: float = 0.0,
+           source: str = "cache") -> PreloadResult:
+        """The result for a complete snapshot: its path and alias (where that exists), files and bytes."""
+        spec = state.spec
+        alias = layout.alias_link(spec)
+        return cls(
+            repo_type=spec.repo_type, repo_id=spec.repo_id, revision=spec.revision, commit=state.commit,
+            path=layout.snapshot_dir(spec, state.commit), alias=alias if alias is not None and alias.exists() else None,
+            files=len(state.wanted), bytes_fetched=fetched, bytes_reused=state.size - fetched, seconds=seconds,
+            source=source,
+        )
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["path"] = str(self.path)
+        data["alias"] = str(self.alias) if self.alias else None
+        return data
+
