@@ -18,6 +18,7 @@ from typing import Literal, get_args
 
 from .cache.layout import Layout, absolute
 from .errors import ConfigError
+from .logs import TOKEN_SHAPE
 from .spec import RepoSpec, dedupe, parse_list
 from .units import parse_duration, parse_size
 from .warm.mode import DTYPES, Dtype, WarmMode
@@ -223,6 +224,7 @@ class _Loader:
         self.environ = environ
         self.flags = flags
         self.problems: list[str] = []
+        self.secrets = list(secrets_in(environ, flags))
 
     def env(self, name: str) -> str | None:
         # An empty value counts as unset: compose files often pass `${VAR:-}`.
@@ -238,12 +240,24 @@ class _Loader:
         if isinstance(flag, bool):
             flag = "1" if flag else "0"
         if flag not in (None, ""):
-            return str(flag), option.flag
+            return self.not_a_token(option, str(flag), option.flag)
         for env in (option.env, *option.fallbacks):
             value = self.env(env)
             if value is not None:
-                return value, env
+                return self.not_a_token(option, value, env)
         return None, "default"
+
+    def not_a_token(self, option: Option, text: str, source: str) -> tuple[str | None, str]:
+        """A token pasted into another setting is refused (and never shown) rather than used as a name or path."""
+        # A short test token could be part of an honest path: only long ones count inside other text.
+        held = any(s == text.strip() or (len(s) >= 16 and s in text) for s in self.secrets)
+        if option.name == "token" or not (held or TOKEN_SHAPE.search(text)):
+            return text, source
+        problem = (f"{source} holds a token; put it in RUNPOD_HUGGINGFACE_TOKEN, HF_TOKEN or "
+                   "PRELOADER_TOKEN_FILE, never in another setting")
+        if problem not in self.problems:
+            self.problems.append(problem)
+        return None, source
 
     def value(self, name: str):
         option = OPTIONS_BY_NAME[name]

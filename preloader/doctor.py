@@ -139,7 +139,7 @@ def check_gpu() -> Check:
     if importlib.util.find_spec("torch") is None:
         if smi or driver:
             return Check("GPU", "warn", "NVIDIA driver present, torch not installed",
-                         "pip install 'preloader[warm]' torch for --warm gpu")
+                         "pip install 'hf-preloader[warm]' torch for --warm gpu")
         return Check("GPU", "warn", "no GPU visible (no NVIDIA driver, torch not installed)",
                      "only needed for --warm gpu")
     import torch  # only when installed: doctor is not a hot path

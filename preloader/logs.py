@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
 
 PREFIX = "preloader"
 REDACTED = "***"
+# A Hugging Face token's shape: scrubbed even when it was never registered (pasted into the wrong variable).
+TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
 
 _secrets: set[str] = set()
 
@@ -25,9 +28,10 @@ def add_secret(secret: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    """`text` with every known secret, and anything shaped like a token, replaced by ***."""
+    for secret in sorted(_secrets, key=len, reverse=True):  # a secret containing another goes first
         text = text.replace(secret, REDACTED)
-    return text
+    return TOKEN_SHAPE.sub(REDACTED, text)
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: object) -> None:

@@ -13,6 +13,28 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIXES = ("PRELOADER_", "RUNPOD_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_")
 
 
+def cuda_available() -> bool:
+    """torch sees a CUDA device. torch is imported only when a test marked gpu or nocuda is collected."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA and `nocuda` tests check a machine without it: each skips by its marker alone."""
+    marked = [item for item in items if "gpu" in item.keywords or "nocuda" in item.keywords]
+    if not marked:
+        return
+    cuda = cuda_available()
+    for item in marked:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+        if "nocuda" in item.keywords and cuda:
+            item.add_marker(pytest.mark.skip(reason="checks a machine without CUDA"))
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """No setting leaks in from the machine; the cache lives in tmp_path."""

@@ -598,9 +598,12 @@ def test_token_never_reaches_the_service_environment_unless_exported(hub, cache)
 
 
 def test_token_is_scrubbed_from_tracebacks_too(hub, cache):
-    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL}:{TOKEN[:20]}bad..name", PRELOADER_DEBUG="1")
+    """The whole token pasted into the spec, with tracebacks asked for: the traceback shows, the token not."""
+    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL}:{TOKEN}..bad", PRELOADER_DEBUG="1")
     proc = run(["run"], env, expect=78)
-    assert proc.returncode == 78 and TOKEN not in proc.stderr
+    assert proc.returncode == 78
+    assert "Traceback" in proc.stderr and "RUNPOD_HUGGINGFACE_MODEL" in proc.stderr
+    assert TOKEN not in proc.stderr
 
 
 # 14 -----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, preloader_env, run_preloader
@@ -222,6 +223,8 @@ def test_export_token_is_opt_in(hub, cache):
 
 def test_service_online_opt_out(hub, cache):
     proc = run_preloader(["run", "--no-service-offline", "--", "env"], preloader_env(hub, cache, HF_HUB_OFFLINE=""))
+    assert proc.returncode == 0, proc.stderr
+    assert f"HF_HUB_CACHE={cache}" in proc.stdout.splitlines()  # the service ran and printed its environment
     assert "HF_HUB_OFFLINE=" not in proc.stdout
 
 
@@ -288,6 +291,7 @@ def test_state_inside_locks_when_cache_is_the_volume_root(hub, tmp_path):
 def test_json_logs(hub, cache):
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_LOG_FORMAT="json")
     proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stderr.strip().splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["repos"] == 1
     assert any(e["event"] == "fetch.done" and e["repo"] == MODEL for e in events)
@@ -399,3 +403,51 @@ def test_lock_wait_logs_and_times_out(hub, cache):
     assert proc.returncode == 75
     assert "waiting for the lock on model:org/tiny-model@main" in proc.stderr
     assert run_preloader(["run"], env).returncode == 0
+
+
+def test_no_repos_warns_or_with_require_repos_fails(hub, cache):
+    """A mistyped variable name leaves the plan empty: a loud warning, or exit 78 when asked."""
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODELS=MODEL)  # the typo: MODELS
+    proc = run_preloader(["run", "--", "sh", "-c", "echo started"], env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "started"
+    assert "warning: no repos requested: RUNPOD_HUGGINGFACE_MODEL and RUNPOD_HUGGINGFACE_DATASET are empty" in proc.stderr
+    proc = run_preloader(["run", "--", "sh", "-c", "echo started"], env | {"PRELOADER_REQUIRE_REPOS": "1"})
+    assert proc.returncode == 78 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "preloader: error: no repos requested: RUNPOD_HUGGINGFACE_MODEL and RUNPOD_HUGGINGFACE_DATASET are empty "
+        "or unset and PRELOADER_REQUIRE_REPOS is on; check the variables' names"]
+    assert run_preloader(["wait", "--require-repos"], env).returncode == 78
+    assert hub.count() == 0
+
+
+def test_manifest_has_one_stable_path_per_plan_in_the_state_dir(hub, cache, tmp_path):
+    """Every start replaces the same file: nothing piles up in /tmp on a long-lived host."""
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    show = ["run", "--", "sh", "-c", 'echo "$PRELOADER_MANIFEST"']
+    first = run_preloader(show, env)
+    second = run_preloader(show, env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    path = Path(first.stdout.strip())
+    assert second.stdout.strip() == str(path)
+    assert path.parent == cache.parent / "preloader" / "manifests"
+    assert json.loads(path.read_text())["repos"][0]["repo"] == MODEL
+    assert list(path.parent.iterdir()) == [path] and list((tmp_path / "tmp").iterdir()) == []
+    other = run_preloader(show, env | {"RUNPOD_HUGGINGFACE_DATASET": "org/tiny-data"})
+    assert other.returncode == 0 and other.stdout.strip() != str(path)  # another plan, its own file
+    plan = json.loads(run_preloader(["plan"], env).stdout)
+    assert plan["service"]["manifest"] == str(path)
+
+
+def test_status_without_specs_checks_the_env_repos(hub, cache):
+    """A readiness probe with the service's own env: ready only once every repo it names is complete."""
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, RUNPOD_HUGGINGFACE_DATASET="org/tiny-data")
+    proc = run_preloader(["status"], env)
+    assert proc.returncode == 1 and proc.stdout.count("NOT READY") == 2
+    assert run_preloader(["run"], env).returncode == 0
+    proc = run_preloader(["status", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["repo_id"] for r in json.loads(proc.stdout)["repos"]] == [MODEL, "org/tiny-data"]
+    empty = run_preloader(["status"], preloader_env(hub, cache))
+    assert empty.returncode == 1 and empty.stdout == ""
+    assert "no repos to check" in empty.stderr

@@ -180,7 +180,7 @@ def test_progress_lines_off_a_tty(hub, mirrors, cache, monkeypatch):
 
     hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith("model.safetensors"),
                  Drip(3_000_000))
-    monkeypatch.setattr("preloader.progress.LOG_EVERY", 0.5)
+    monkeypatch.setattr("preloader.preload.progress.LOG_EVERY", 0.5)
     import preloader
     from preloader import logs
 
@@ -346,3 +346,33 @@ def test_an_untrusted_certificate_fails_fast_with_77(tls_hub, cache):
     assert "Traceback" not in proc.stderr and "retry" not in proc.stderr  # no retries: it will not get better
     assert tls_hub.count() == 0  # no request got through the handshake
     assert not (cache / "models--org--big-model" / "blobs").exists()
+
+
+def test_run_verify_repair_and_prune_agree_on_every_path(hub, mirrors, cache, tmp_path):
+    """One Layout from the settings: `verify --repair` keeps its range maps where `run` does (the state
+    dir, here a custom one), with the same transfer options, and `prune` finds and removes them there."""
+    from localhub import CutAfter
+
+    state = tmp_path / "state"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_STATE_DIR=str(state), **PARALLEL)
+    assert run_preloader(["run"], env).returncode == 0
+    commit = mirrors.sha("model", BIG, "main")
+    blob = (cache / "models--org--big-model" / "snapshots" / commit / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[: SIZE // 2])  # truncated: verify finds it, --repair fetches it
+    hub.reset()
+    hub.add_rule(lambda m, p: m == "GET" and "/big-model/resolve/" in p, CutAfter(256 * 1024, times=None))
+    proc = run_preloader(["verify", "--repair"], env)
+    assert proc.returncode == 75, proc.stderr  # the hub gave out mid-repair: the ranges stay for the next try
+    gets = weight_gets(hub)
+    assert len(gets) > 1 and all(r.request_headers.get("range") for r in gets)  # --connections was honoured
+    maps = list((state / "transfers").rglob("*.json"))
+    assert [m.name for m in maps] == [f"{blob.name}.json"]
+    assert not (cache / ".locks" / "preloader").exists()  # nothing under the state dir's old fallback
+    partial = blob.with_name(blob.name + ".incomplete")
+    assert partial.exists()
+    proc = run_preloader(["prune", "--grace", "0s", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert not partial.exists() and not maps[0].exists()
+    hub.reset()
+    assert run_preloader(["run"], env).returncode == 0  # the record went with the damage: fetched again
+    assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]

@@ -515,7 +515,7 @@ def test_header_that_lies_about_a_tensor_size_is_refused(tmp_path):
 
 
 @needs_torch
-@pytest.mark.skipif(torch is not None and torch.cuda.is_available(), reason="checks the machine without CUDA")
+@pytest.mark.nocuda
 def test_gpu_warm_without_cuda_is_unavailable(tmp_path):
     paths = make_model(tmp_path)
     with pytest.raises(UnavailableError, match=r"^--warm gpu asked for cuda:0 but CUDA is not available: ") as caught:
@@ -527,17 +527,13 @@ def test_gpu_warm_without_cuda_is_unavailable(tmp_path):
 @needs_torch
 def test_gpu_warm_without_torch_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    with pytest.raises(UnavailableError, match=r"^GPU warming needs torch, which is not installed here: pip install 'preloader\[warm\]'"):
+    with pytest.raises(UnavailableError, match=r"^GPU warming needs torch, which is not installed here: pip install 'hf-preloader\[warm\]'"):
         warm_gpu.warm_gpu(make_model(tmp_path), device="cuda:0")
 
 
 # --- on a real GPU ------------------------------------------------------------------------------
 
-cuda = pytest.mark.skipif(torch is None or not torch.cuda.is_available(), reason="needs CUDA")
-
-
 @pytest.mark.gpu
-@cuda
 @pytest.mark.parametrize("dtype", [None, "bfloat16", "float32"])
 def test_gpu_warm_matches_files_bit_for_bit(tmp_path, dtype):
     paths = make_model(tmp_path)
@@ -551,7 +547,6 @@ def test_gpu_warm_matches_files_bit_for_bit(tmp_path, dtype):
 
 
 @pytest.mark.gpu
-@cuda
 def test_gpu_warm_refuses_model_larger_than_free_memory(tmp_path):
     paths = make_model(tmp_path)
     with pytest.raises(UnavailableError, match=r"^the model does not fit on cuda:0 \(.*\): its tensors need \d+ bytes") as caught:
@@ -560,7 +555,6 @@ def test_gpu_warm_refuses_model_larger_than_free_memory(tmp_path):
 
 
 @pytest.mark.gpu
-@cuda
 def test_gpu_warm_unknown_device_index(tmp_path):
     index = torch.cuda.device_count()
     with pytest.raises(UnavailableError, match=rf"^--warm gpu asked for cuda:{index} but this machine has {index} CUDA device"):
@@ -568,7 +562,6 @@ def test_gpu_warm_unknown_device_index(tmp_path):
 
 
 @pytest.mark.gpu
-@cuda
 def test_gpu_warm_frees_device_memory(tmp_path):
     paths = make_model(tmp_path)
     torch.cuda.empty_cache()
@@ -579,7 +572,6 @@ def test_gpu_warm_frees_device_memory(tmp_path):
 
 
 @pytest.mark.gpu
-@cuda
 def test_warm_snapshot_on_gpu_logs_device_and_rate(tmp_path, events):
     make_model(tmp_path)
     report = warm_snapshot(tmp_path, WarmMode.parse("gpu:0"), repo="org/m", dtype="bfloat16")

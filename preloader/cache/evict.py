@@ -104,7 +104,8 @@ def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, rea
 
 
 def stale_leftovers(layout: Layout, info: CacheInfo, grace: float, now: float | None = None) -> list[Path]:
-    """Half-written blobs, our temp files, and snapshots of downloads abandoned more than `grace` s ago."""
+    """Half-written blobs and their range maps, our temp files, and snapshots of downloads abandoned more
+    than `grace` s ago."""
     now = time.time() if now is None else now
     old = []
 
@@ -119,6 +120,8 @@ def stale_leftovers(layout: Layout, info: CacheInfo, grace: float, now: float | 
         for name in os.listdir(blobs) if blobs.is_dir() else []:
             if (name.endswith(PARTIAL_SUFFIX) or name.startswith(atomic.TEMP_MARK)) and aged(blobs / name):
                 old.append(blobs / name)
+        maps = layout.state_folder("transfers", repo.spec)  # range maps of partial blobs
+        old.extend(maps / name for name in (os.listdir(maps) if maps.is_dir() else []) if aged(maps / name))
         for revision in repo.revisions:
             marker = layout.partial_file(repo.spec, revision.commit)
             if not revision.recorded and marker.exists() and aged(marker):

@@ -212,11 +212,10 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
         if dry_run:
             report.leftovers.append(str(path))
             continue
-        repo_dir = _repo_dir_of(lay, path)
-        parsed = repo_dir and parse_folder_name(repo_dir.name)
+        spec = _repo_of(lay, path)
         try:
-            if parsed:  # a preload resuming this repo holds its lock: leave its files alone
-                with locks.hold(lay.lock_file(RepoSpec(*parsed)), timeout=0, what=repo_dir.name):
+            if spec is not None:  # a preload resuming this repo holds its lock: leave its files alone
+                with locks.hold(lay.lock_file(spec), timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
                     _remove_path(path)
             else:
                 _remove_path(path)
@@ -227,11 +226,16 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
     return report
 
 
-def _repo_dir_of(lay: Layout, path: Path) -> Path | None:
-    try:
-        return lay.cache_dir / path.relative_to(lay.cache_dir).parts[0]
-    except ValueError:
-        return None
+def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:
+    """The repo a leftover belongs to: `<cache>/<repo folder>/...` or `<state>/<kind>/<repo folder>/...`."""
+    for base, depth in ((lay.state_dir, 1), (lay.cache_dir, 0)):  # the state dir may lie inside the cache
+        try:
+            parts = path.relative_to(base).parts
+        except ValueError:
+            continue
+        parsed = parse_folder_name(parts[depth]) if len(parts) > depth + 1 else None
+        return RepoSpec(*parsed) if parsed else None
+    return None
 
 
 def _exclusive_size(repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:

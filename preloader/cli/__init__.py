@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
-from .. import __version__
+from .. import __version__, logs
+from ..config import secrets_in
 from ..errors import exit_codes
 from . import cache, preload
 
@@ -30,5 +34,39 @@ for command in (preload.run, preload.plan, preload.wait, preload.warm_command, c
     cli.add_command(command)
 
 
+class _Redacting:
+    """A stream that scrubs secrets: click's own usage errors quote what was typed."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(logs.redact(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _token_flag(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        if arg.startswith("--token="):
+            return arg.partition("=")[2]
+        if arg == "--token" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
 def main() -> None:
-    cli(prog_name="preloader")
+    for secret in secrets_in(os.environ, {"token": _token_flag(sys.argv[1:])}):
+        logs.add_secret(secret)
+    try:
+        code = cli.main(prog_name="preloader", standalone_mode=False)
+    except click.ClickException as error:
+        error.show(file=_Redacting(sys.stderr))
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,7 +18,7 @@ from ..cache.inventory import free_space
 from ..cache.layout import PARTIAL_SUFFIX, Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
-from ..errors import DiskError, NotFoundError, TransientError
+from ..errors import ConfigError, DiskError, NotFoundError, TransientError
 from ..logs import Clock, event
 from ..spec import RepoSpec
 from .results import PreloadResult
@@ -64,6 +64,7 @@ class Preloader:
     def run(self) -> list[PreloadResult]:
         """Resolve every repo first, check the space for all of it, then fetch; `latest` last."""
         clock = Clock()
+        check_requested(self.settings)
         outcomes = [self.prepare(spec) for spec in self.settings.repos]
         pending = [o for o in outcomes if isinstance(o, Pending)]
         if pending:
@@ -206,6 +207,16 @@ class Preloader:
               files=result.files, fetched=fetched, reused=result.bytes_reused, source=source,
               secs=result.seconds)
         return result
+
+
+def check_requested(settings: Settings) -> None:
+    """No repo at all is most often a mistyped variable name: an error with PRELOADER_REQUIRE_REPOS, else a warning."""
+    if settings.repos:
+        return
+    why = "no repos requested: RUNPOD_HUGGINGFACE_MODEL and RUNPOD_HUGGINGFACE_DATASET are empty or unset"
+    if settings.require_repos:
+        raise ConfigError(f"{why} and PRELOADER_REQUIRE_REPOS is on; check the variables' names")
+    logger.warning("%s; starting with nothing preloaded (PRELOADER_REQUIRE_REPOS=1 makes this an error)", why)
 
 
 def remove_partials(layout: Layout, spec: RepoSpec) -> None:

@@ -10,6 +10,7 @@ from ..cache import locks, records
 from ..config import Settings
 from ..errors import TransientError
 from ..logs import Clock, event
+from .engine import check_requested
 from .results import PreloadResult
 from .retry import Deadline
 
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
                sleep: Callable[[float], None] = time.sleep) -> list[PreloadResult]:
     """Block until every requested snapshot is complete in the cache; TransientError at `timeout`."""
+    check_requested(settings)
     layout = settings.layout
     clock = Clock()
     deadline = Deadline(timeout)

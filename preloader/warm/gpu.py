@@ -52,7 +52,7 @@ def _import_torch():
         import torch
     except ImportError as error:
         raise UnavailableError(
-            "GPU warming needs torch, which is not installed here: pip install 'preloader[warm]' "
+            "GPU warming needs torch, which is not installed here: pip install 'hf-preloader[warm]' "
             "(or torch), or use --warm page-cache"
         ) from error
     return torch

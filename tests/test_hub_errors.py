@@ -1,0 +1,57 @@
+"""Hub, HTTP and OS failures become our errors with the right exit code and a message naming the repo."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from preloader.errors import AuthError, DiskError, NotFoundError, PreloaderError
+from preloader.hub.connections import NetworkError, StatusError
+from preloader.hub.errors import HubUnreachable, translate
+from preloader.spec import RepoSpec
+
+SPEC = RepoSpec("model", "org/m", "main")
+
+
+def status(code: int, **headers) -> StatusError:
+    return StatusError(code, "http://hub/api/models/org/m/revision/main?sig=secret", headers)
+
+
+@pytest.mark.parametrize("error, token_set, kind, code, message", [
+    (status(404, **{"X-Error-Code": "RepoNotFound"}), False, NotFoundError, 66,
+     "model org/m@main: repository or revision not found or not visible; check the name and revision, or set a token if it is private"),
+    (status(404, **{"X-Error-Code": "RepoNotFound"}), True, NotFoundError, 66,
+     "model org/m@main: repository or revision not found or not visible; check the name and revision"),
+    (status(404, **{"X-Error-Code": "RevisionNotFound"}), False, NotFoundError, 66,
+     "model org/m@main: revision not found; check the branch, tag or commit"),
+    (status(403, **{"X-Error-Code": "GatedRepo"}), True, AuthError, 77,
+     "model org/m@main: the repo is gated; accept its terms on the hub and use a token that has access"),
+    (status(401), False, AuthError, 77, "model org/m@main: the hub answered 401; it needs a token"),
+    (status(403), True, AuthError, 77, "model org/m@main: the hub answered 403; the token lacks access to it"),
+    (status(404), False, NotFoundError, 66, "model org/m@main: the hub answered 404"),
+    (status(503), False, HubUnreachable, 75, "model org/m@main: the hub answered 503"),
+    (NetworkError("cannot reach hub:443: refused"), False, HubUnreachable, 75,
+     "model org/m@main: cannot reach the hub (cannot reach hub:443: refused)"),
+    (OSError(errno.ENOSPC, "No space left on device", "/v/blob"), False, DiskError, 74,
+     "model org/m@main: No space left on device while writing the cache (/v/blob)"),
+    (status(418), False, PreloaderError, 70, "model org/m@main: unexpected answer from the hub: 418 for /api/models/org/m/revision/main"),
+])
+def test_translate(error, token_set, kind, code, message):
+    got = translate(error, SPEC, token_set)
+    assert type(got) is kind and got.exit_code == code and str(got) == message
+    assert "secret" not in str(got)  # a signed URL's query never reaches a message
+
+
+def test_retry_after_is_kept_for_the_retry_schedule():
+    assert translate(status(429, **{"Retry-After": "7"}), SPEC, False).retry_after == 7.0
+
+
+def test_a_file_is_named():
+    assert str(translate(status(404), SPEC, False, "weights/model.safetensors")) == \
+        "model org/m@main file weights/model.safetensors: the hub answered 404"
+
+
+def test_an_unknown_error_is_a_bug_and_raised_as_it_is():
+    with pytest.raises(KeyError):
+        translate(KeyError("x"), SPEC, False)
