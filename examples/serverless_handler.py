@@ -4,7 +4,7 @@ RunPod imports this module once when a worker starts and then calls `handler(job
 What happens at import time (the preload, loading the model) is paid once per worker, and on a warm
 network volume the preload downloads nothing; every handler call reuses the loaded model.
 
-    pip install preloader runpod transformers torch
+    pip install hf-preloader runpod transformers torch
     RUNPOD_HUGGINGFACE_MODEL=org/model python serverless_handler.py
 
 Settings come from the worker's env, as RunPod sets them: RUNPOD_HUGGINGFACE_MODEL (comma-separated

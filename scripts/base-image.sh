@@ -8,11 +8,14 @@
 # Idempotent: an existing IMAGE is kept (remove it with `podman rmi IMAGE` to rebuild). The
 # machine's extra CA certificates (/usr/local/share/ca-certificates/) go into the image, or pip
 # inside `podman build` cannot reach the package index through this machine's egress proxy.
+# Podman runs with the project's configuration (CONTAINERS_CONF, from scripts/containers-conf.sh).
 # Prints the image name on stdout.
 set -euo pipefail
 
 image="${1:-localhost/preloader-base:bookworm}"
 suite=bookworm
+CONTAINERS_CONF="$("$(dirname "$0")/containers-conf.sh")"
+export CONTAINERS_CONF
 
 if podman image exists "$image"; then
   echo "$image"

@@ -6,12 +6,14 @@ Builds the images as the container tests do (local debootstrap base, scripts/bas
 local olah hub over the test mirrors, preloads org/tiny-model into a fresh volume once, then times
 `podman run` of the example app to its first line ("app: loaded ...") with that warm cache, as the
 median of --runs runs, next to the same container without the preloader and an empty container.
+Podman runs with the project's configuration: CONTAINERS_CONF, from scripts/containers-conf.sh.
 Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -67,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
+    # Every podman below (and in scripts/base-image.sh) inherits it.
+    os.environ["CONTAINERS_CONF"] = sh(str(ROOT / "scripts" / "containers-conf.sh"))
     build()
     volume = f"plfigures-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # What the container tests need on a Debian bookworm machine, installed idempotently (run as root):
-# rootful podman with runc, Debian's docker-compose 1.29 (it talks to `podman system service`),
-# and debootstrap to make the local Python base image (there is no registry to pull one from).
 #
-# Also writes /etc/containers/containers.conf: crun, podman's default runtime, rejects this
-# machine kind's hybrid cgroup v1/v2 layout, and podman's default ulimits (nofile 1048576) are above
-# the hard limits here, so every container would fail to start without these two settings.
+# - Installs, with apt-get and only if one of podman, runc, docker-compose or debootstrap is missing,
+#   the Debian packages podman, runc, docker-compose (1.29; it talks to `podman system service`),
+#   debootstrap (to make the local Python base image: there is no registry to pull one from),
+#   containernetworking-plugins, iptables and ca-certificates. Beyond what those packages install,
+#   it changes nothing of the machine's configuration: no file under /etc/containers/ is written.
+# - Writes .containers/containers.conf in this checkout (git-ignored), by scripts/containers-conf.sh:
+#   runc and ulimits within this machine's hard limits. Podman reads it only where CONTAINERS_CONF
+#   points at it, as the tests and scripts/ do; the tests write it again themselves if it is missing.
 #
-# Not root, or not Debian: prints what is missing and exits 1, so CI fails loudly.
+# Not root, or not Debian, with a package missing: prints what is missing and exits 1, so CI fails loudly.
 set -euo pipefail
 
 packages=(podman runc docker-compose debootstrap)
 commands=(podman runc docker-compose debootstrap)
-conf=/etc/containers/containers.conf
 
 missing=()
 for c in "${commands[@]}"; do
@@ -31,27 +33,4 @@ if ((${#missing[@]})); then
     containernetworking-plugins iptables ca-certificates >/dev/null
 fi
 
-# Ulimits capped at this machine's hard limits; nproc at most 32768.
-nofile=$(ulimit -Hn)
-nproc=$(ulimit -Hu)
-[[ $nofile == unlimited ]] && nofile=1048576
-[[ $nproc == unlimited || $nproc -gt 32768 ]] && nproc=32768
-want=$(cat <<EOF
-# Written by preloader's scripts/install-system-deps.sh (the container tests).
-[containers]
-default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
-
-[engine]
-# crun rejects this kernel's hybrid cgroup layout; runc works.
-runtime = "runc"
-EOF
-)
-if [[ ! -f $conf ]] || [[ "$(cat "$conf")" != "$want" ]]; then
-  if [[ $EUID -ne 0 ]]; then
-    echo "install-system-deps: $conf needs rewriting; run this script as root" >&2
-    exit 1
-  fi
-  mkdir -p "$(dirname "$conf")"
-  printf '%s\n' "$want" > "$conf"
-  echo "install-system-deps: wrote $conf" >&2
-fi
+"$(dirname "$0")/containers-conf.sh" >/dev/null

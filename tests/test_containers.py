@@ -5,6 +5,10 @@ and the example app image once (podman's layer cache makes a rebuild of unchange
 and start `podman system service` for docker-compose. Containers use host networking, because the
 local olah hub listens on 127.0.0.1 only; that is the one thing the tests add to the compose files.
 
+Podman's configuration is the project's own, .containers/containers.conf (scripts/containers-conf.sh
+writes it), passed to every podman and docker-compose process in CONTAINERS_CONF: the tests never
+read or change the machine's /etc/containers/containers.conf.
+
 On CI (CI set, not "false") a missing tool fails every test here: `make test` installs them with
 scripts/install-system-deps.sh. Elsewhere, without root or podman, they skip and say why.
 """
@@ -18,6 +22,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -36,6 +41,7 @@ BASE_IMAGE = "localhost/preloader-base:bookworm"
 IMAGE = "localhost/preloader-test:latest"
 APP_IMAGE = "localhost/preloader-test-app:latest"
 TOOLS = ("podman", "runc", "docker-compose", "debootstrap")
+CONTAINERS_CONF = ROOT / ".containers" / "containers.conf"  # git-ignored; scripts/containers-conf.sh writes it
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +58,14 @@ def cannot_run(reason: str):
     pytest.skip(reason)
 
 
-def sh(*args, check=True, timeout=300, **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
+def podman_env(env: dict | None = None) -> dict:
+    """`env` (default: this process's) with CONTAINERS_CONF: podman reads our file, not /etc/containers/'s."""
+    return {**(os.environ if env is None else env), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+
+
+def sh(*args, check=True, timeout=300, env=None, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          env=podman_env(env), **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -83,6 +95,7 @@ def podman():
         cannot_run(f"missing {', '.join(missing)}")
     if os.geteuid() != 0:
         cannot_run("rootful podman needs root")
+    sh(ROOT / "scripts" / "containers-conf.sh", CONTAINERS_CONF)
     info = sh("podman", "info", "--format", "{{.Host.OCIRuntime.Name}}", check=False)
     if info.returncode != 0:
         cannot_run(f"podman does not work here: {info.stderr.strip()}")
@@ -105,7 +118,9 @@ def docker_host(podman, tmp_path_factory):
     """`podman system service` on a socket of our own, for docker-compose."""
     sock = tmp_path_factory.mktemp("podman") / "podman.sock"
     log = open(sock.with_name("service.log"), "w")
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log, stderr=log)
+    # The containers it makes for docker-compose get the settings of the CONTAINERS_CONF it starts with.
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log, stderr=log,
+                            env=podman_env())
     deadline = time.monotonic() + 30
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -132,6 +147,20 @@ def podman_run(image, *args, env=None, volume=None, options=(), timeout=120) -> 
 
 def inspect(container: str) -> dict:
     return json.loads(sh("podman", "inspect", container).stdout)[0]
+
+
+def assert_made_with_our_conf(container: str) -> None:
+    """The container's runtime and ulimits are those of CONTAINERS_CONF (podman's own defaults for root
+    are crun where installed, nofile 1048576 and nproc 4194304)."""
+    conf = tomllib.loads(CONTAINERS_CONF.read_text())
+    want = {}
+    for item in conf["containers"]["default_ulimits"]:
+        name, limits = item.split("=")
+        soft, hard = limits.split(":")
+        want[f"RLIMIT_{name.upper()}"] = (int(soft), int(hard))
+    details = inspect(container)
+    assert details["OCIRuntime"] == conf["engine"]["runtime"]
+    assert {u["Name"]: (u["Soft"], u["Hard"]) for u in details["HostConfig"]["Ulimits"]} == want
 
 
 def logs(container: str) -> str:
@@ -173,7 +202,7 @@ class Stack:
         self.args = ["docker-compose", "-p", self.project, "--env-file", env_file]
         for f in [*files, override]:
             self.args += ["-f", f]
-        # Nothing from this shell: compose prefers the process env to the env file.
+        # Nothing from this shell (compose prefers the process env to the env file); sh adds CONTAINERS_CONF.
         self.env = {"PATH": os.environ["PATH"], "HOME": str(workdir), "DOCKER_HOST": docker_host}
 
     def compose(self, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
@@ -286,6 +315,7 @@ def test_docker_stop_of_a_service_without_handler_is_143_promptly(images):
     sh("podman", "run", "-d", "--name", name, images["preloader"], "sleep", "1000")
     try:
         wait_until_running(name)
+        assert_made_with_our_conf(name)
         start = time.monotonic()
         sh("podman", "stop", "--time", "30", name)
         assert time.monotonic() - start < 10  # SIGTERM did it, not the SIGKILL 30 s later
@@ -381,6 +411,7 @@ def test_compose_entrypoint_pattern_execs_app_and_docker_stop_reaches_it(make_st
 
     stack.compose("up", "-d", "--no-build")
     app = stack.container("app")
+    assert_made_with_our_conf(app)  # made by `podman system service`, for docker-compose
     info = loaded(wait_for_line(app, "app: loaded "))
     wait_for_line(app, "app: serving ")
     snapshot = f"/cache/hub/models--org--tiny-model/snapshots/{commit}"
