@@ -33,6 +33,7 @@ import argparse
 import collections
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -46,6 +47,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# hf_transfer is no dependency of the preloader (the `bench` extra brings it): measured when installed.
+HAS_HF_TRANSFER = importlib.util.find_spec("hf_transfer") is not None
 BIN = Path(sys.executable).parent
 BLOCK = 8 * 1024 * 1024
 MODEL, SINGLE = "bench/model", "bench/single"
@@ -635,12 +638,14 @@ def report(bench: Bench, args, rate: int) -> None:
             fetch_only.setdefault((profile, connections), []).append(fetch)
         return seconds
 
+    if not HAS_HF_TRANSFER:
+        print("hf_transfer is not installed: its row is left out (pip install 'hf-preloader[bench]')", file=sys.stderr)
     cases = {
         "hf download (huggingface_hub: a stream per file, 8 files at once)": lambda p: bench.hf_download(p, MODEL)[0],
         "preloader run, cold, 8 connections (default)": lambda p: preloader(p, 8),
         "preloader run, cold, 16 connections": lambda p: preloader(p, 16),
-        "hf_transfer.download as HF_HUB_ENABLE_HF_TRANSFER did (no hash check)":
-            lambda p: bench.hf_transfer(p, MODEL)[0],
+        **({"hf_transfer.download as HF_HUB_ENABLE_HF_TRANSFER did (no hash check)":
+            lambda p: bench.hf_transfer(p, MODEL)[0]} if HAS_HF_TRANSFER else {}),
         "raw: curl, 8 ranged connections in all": lambda p: bench.curl(p, MODEL, None, total=8)[0],
         f"raw: curl, 8 ranged connections per file ({8 * args.shards} in all)": lambda p: bench.curl(p, MODEL, 8)[0],
     }

@@ -22,5 +22,7 @@ export RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, org/tiny-model:dev"
 export RUNPOD_HUGGINGFACE_DATASET="org/tiny-data:v1.0"
 export PRELOADER_CACHE_DIR="$work/volume/hub"
 echo "demo: RUNPOD_HUGGINGFACE_MODEL=\"$RUNPOD_HUGGINGFACE_MODEL\" RUNPOD_HUGGINGFACE_DATASET=\"$RUNPOD_HUGGINGFACE_DATASET\"" >&2
+echo "demo: the cache is $PRELOADER_CACHE_DIR; look at it afterwards with:" >&2
+echo "demo:   .venv/bin/preloader ls --cache-dir $PRELOADER_CACHE_DIR" >&2
 echo "demo: preloader run -- python demo/service.py" >&2
 preloader run -- python demo/service.py --pretty

@@ -22,7 +22,7 @@ from .errors import (
     TransientError,
     UnavailableError,
 )
-from .preload.results import PreloadResult
+from .preloading.results import PreloadResult
 from .spec import RepoSpec
 
 __all__ = [

@@ -14,9 +14,9 @@ from .cache import records
 from .cache.layout import Layout
 from .config import DEFAULT_ENDPOINT, Settings
 from .errors import ConfigError, NotFoundError
-from .preload.engine import Preloader
-from .preload.results import PreloadResult
-from .preload.waiting import wait_ready
+from .preloading.engine import Preloader
+from .preloading.results import PreloadResult
+from .preloading.waiting import wait_ready
 from .spec import RepoSpec, dedupe, parse_specs
 from .warm.mode import Dtype, WarmMode
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from preloader.config import Settings
-from preloader.preload.handoff import manifest_path, service_env
-from preloader.preload.results import PreloadResult
+from preloader.preloading.handoff import manifest_path, service_env
+from preloader.preloading.results import PreloadResult
 
 COMMIT = "a" * 40
 

@@ -9,7 +9,7 @@ import pytest
 
 from preloader.errors import NotFoundError, TransientError
 from preloader.hub.errors import HubUnreachable
-from preloader.preload.retry import RETRY_AFTER_CAP, backoff, parse_retry_after, retrying
+from preloader.preloading.retry import RETRY_AFTER_CAP, backoff, parse_retry_after, retrying
 
 
 def test_parse_retry_after_both_forms():

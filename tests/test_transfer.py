@@ -180,7 +180,7 @@ def test_progress_lines_off_a_tty(hub, mirrors, cache, monkeypatch):
 
     hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith("model.safetensors"),
                  Drip(3_000_000))
-    monkeypatch.setattr("preloader.preload.progress.LOG_EVERY", 0.5)
+    monkeypatch.setattr("preloader.preloading.progress.LOG_EVERY", 0.5)
     import preloader
     from preloader import logs
 

@@ -174,6 +174,20 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
     now = time.time() if now is None else now
     info = scan(lay)
     report = RemovalReport(dry_run=dry_run)
+    size = info.size
+    gone: set[str] = set()  # what a dry run has evicted so far, so shared blobs are counted when freed
+    for used, repo, rev in _eviction_order(lay, info, keep, keep_last):
+        too_old = older_than is not None and now - used > older_than
+        too_big = max_size is not None and size > max_size
+        if too_old or too_big:
+            size -= _evict(lay, repo, rev, "older than bound" if too_old else "over size bound", report, gone)
+    _clean_leftovers(lay, info, grace, now, report)
+    return report
+
+
+def _eviction_order(lay: Layout, info: CacheInfo, keep: Iterable[RepoSpec], keep_last: int
+                    ) -> list[tuple[float, RepoInfo, RevisionInfo]]:
+    """Complete snapshots that may go, least recently used first."""
     kept = {(s.repo_type, s.repo_id, records.local_commit(lay, s)) for s in keep}
     candidates = []
     for repo in info.repos:
@@ -181,22 +195,17 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
         for rev in repo.revisions:
             if rev.complete and rev not in recent and (repo.repo_type, repo.repo_id, rev.commit) not in kept:
                 candidates.append((rev.used_or_made, repo, rev))
-    candidates.sort(key=lambda c: c[0])
-    size = info.size
-    gone: set[str] = set()  # what a dry run has evicted so far, so shared blobs are counted when freed
-    for used, repo, rev in candidates:
-        too_old = older_than is not None and now - used > older_than
-        too_big = max_size is not None and size > max_size
-        if not (too_old or too_big):
-            continue
-        reason = "older than bound" if too_old else "over size bound"
-        if dry_run:
-            report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
-            freed = _exclusive_size(repo, rev, gone)
-            gone.add(rev.commit)
-            report.freed += freed
-            size -= freed
-            continue
+    return sorted(candidates, key=lambda c: c[0])
+
+
+def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: RemovalReport,
+           gone: set[str]) -> int:
+    """Evict one snapshot (or, in a dry run, say so); the bytes that frees. A locked repo is skipped."""
+    if report.dry_run:
+        report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
+        freed = _exclusive_size(repo, rev, gone)
+        gone.add(rev.commit)
+    else:
         try:
             with locks.hold(lay.lock_file(repo.spec), timeout=0, what=str(repo.spec)):
                 before = (evict.scan_repo(lay, repo.path) or repo).size
@@ -205,11 +214,14 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
                 freed = before - (after.size if after else 0)
         except TransientError:
             report.skipped.append(f"{repo.repo_type} {repo.repo_id}@{rev.commit[:12]}: locked")
-            continue
-        report.freed += freed
-        size -= freed
+            return 0
+    report.freed += freed
+    return freed
+
+
+def _clean_leftovers(lay: Layout, info: CacheInfo, grace: float, now: float, report: RemovalReport) -> None:
     for path in evict.stale_leftovers(lay, info, grace, now):
-        if dry_run:
+        if report.dry_run:
             report.leftovers.append(str(path))
             continue
         spec = _repo_of(lay, path)
@@ -223,7 +235,6 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
             report.skipped.append(f"{path}: locked")
             continue
         report.leftovers.append(str(path))
-    return report
 
 
 def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:

@@ -28,7 +28,7 @@ def run(command, **flags):
 
         preloader run --model org/model:main -- python serve.py --port 8000
     """
-    from ..preload import entrypoint
+    from ..preloading import entrypoint
 
     entrypoint.run(load_settings(flags), list(command), os.environ, progress=sys.stderr.isatty())
 
@@ -39,7 +39,7 @@ def run(command, **flags):
 @reports_errors
 def plan(command, **flags):
     """Print the resolved plan as JSON: no network, no writes. The token shows only as set/unset."""
-    from ..preload.plan import describe
+    from ..preloading.plan import describe
 
     click.echo(json.dumps(describe(load_settings(flags), list(command)), indent=2))
 
@@ -54,7 +54,7 @@ def wait(command, **flags):
     For services that share the volume with a preloader but do not download.
     No network. Exit 75 when --timeout passes first.
     """
-    from ..preload import entrypoint
+    from ..preloading import entrypoint
 
     entrypoint.wait(load_settings(flags), list(command), os.environ)
 
@@ -70,7 +70,7 @@ def warm_command(specs, **flags):
     cache), stays up holding the pages until SIGTERM.
     """
     from ..api import warm
-    from ..preload.entrypoint import hold_until_stopped
+    from ..preloading.entrypoint import hold_until_stopped
     from ..spec import parse_specs
 
     s = load_settings(flags)

@@ -6,7 +6,7 @@ import errno
 import sys
 
 from ..errors import AuthError, DiskError, NotFoundError, PreloaderError, TransientError
-from ..preload.retry import parse_retry_after
+from ..preloading.retry import parse_retry_after
 from ..spec import RepoSpec
 from .connections import NetworkError, StatusError
 

@@ -99,11 +99,46 @@ def _read_into(fd: int, buffer: memoryview, offset: int, path: Path) -> None:
         done += count
 
 
+class _DoubleBuffer:
+    """One reader thread's two pinned host buffers and CUDA stream: it reads into one buffer while the
+    copy from the other is still running."""
+
+    def __init__(self, torch, device, buffer_bytes: int) -> None:
+        self.cuda = device.type == "cuda"
+        self.buffer_bytes = buffer_bytes
+        self.buffers = [torch.empty(buffer_bytes, dtype=torch.uint8, pin_memory=self.cuda) for _ in range(2)]
+        self.views = [memoryview(buffer.numpy()) for buffer in self.buffers]
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        # Blocking events: a thread waiting for its copy sleeps instead of spinning on a core
+        # that the other readers need.
+        self.copied = [torch.cuda.Event(blocking=True) for _ in self.buffers] if self.cuda else []
+        self.in_use = [False, False]
+        self.turn = 0
+
+    def copy(self, header: SafetensorsHeader, raw, start: int, end: int) -> None:
+        """Bytes `start`..`end` of the header's data section into `raw`, `buffer_bytes` at a time."""
+        fd = _open(header.path, header.data_start + start, end - start)
+        try:
+            for offset in range(start, end, self.buffer_bytes):
+                length = min(self.buffer_bytes, end - offset)
+                turn = self.turn
+                if self.in_use[turn]:
+                    self.copied[turn].synchronize()  # this buffer's previous copy must be done
+                _read_into(fd, self.views[turn][:length], header.data_start + offset, header.path)
+                raw[offset : offset + length].copy_(self.buffers[turn][:length], non_blocking=self.cuda)
+                if self.cuda:
+                    self.copied[turn].record(self.stream)
+                    self.in_use[turn] = True
+                self.turn ^= 1
+        finally:
+            os.close(fd)
+
+
 def _stream(torch, device, headers, raws, threads: int, buffer_bytes: int) -> None:
     """Read the data sections of `headers` into `raws` (byte tensors on `device`), in parallel.
 
     Each thread reads contiguous pieces front to back through its own descriptor (see
-    `warm.segments`), `buffer_bytes` at a time, alternating between its two buffers.
+    `page_cache.segments`), `buffer_bytes` at a time, alternating between its two buffers.
     """
     cuda = device.type == "cuda"
     pieces = segments([header.data_bytes for header in headers], threads, buffer_bytes)
@@ -115,43 +150,19 @@ def _stream(torch, device, headers, raws, threads: int, buffer_bytes: int) -> No
         try:
             # A new thread starts on cuda:0; pinning from there would make a context on that GPU too.
             with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-                _copy_pieces()
+                reader = _DoubleBuffer(torch, device, buffer_bytes)
+                with torch.cuda.stream(reader.stream) if cuda else contextlib.nullcontext():
+                    while not failures:
+                        with take:
+                            piece = next(pending, None)
+                        if piece is None:
+                            break
+                        index, start, end = piece
+                        reader.copy(headers[index], raws[index], start, end)
+                if cuda:
+                    reader.stream.synchronize()
         except BaseException as error:  # noqa: B036 - re-raised in the caller's thread below
             failures.append(error)
-
-    def _copy_pieces() -> None:
-        buffers = [torch.empty(buffer_bytes, dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
-        views = [memoryview(buffer.numpy()) for buffer in buffers]
-        stream = torch.cuda.Stream(device) if cuda else None
-        # Blocking events: a thread waiting for its copy sleeps instead of spinning on a core
-        # that the other readers need.
-        copied = [torch.cuda.Event(blocking=True) for _ in buffers] if cuda else []
-        in_use = [False, False]
-        turn = 0
-        with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
-            while not failures:
-                with take:
-                    piece = next(pending, None)
-                if piece is None:
-                    break
-                index, start, end = piece
-                header, raw = headers[index], raws[index]
-                fd = _open(header.path, header.data_start + start, end - start)
-                try:
-                    for offset in range(start, end, buffer_bytes):
-                        length = min(buffer_bytes, end - offset)
-                        if in_use[turn]:
-                            copied[turn].synchronize()  # this buffer's previous copy must be done
-                        _read_into(fd, views[turn][:length], header.data_start + offset, header.path)
-                        raw[offset : offset + length].copy_(buffers[turn][:length], non_blocking=cuda)
-                        if cuda:
-                            copied[turn].record(stream)
-                            in_use[turn] = True
-                        turn ^= 1
-                finally:
-                    os.close(fd)
-        if cuda:
-            stream.synchronize()
 
     workers = min(max(1, threads), len(pieces))
     if not workers:
