@@ -66,3 +66,43 @@ def test_debug_shows_traceback():
     result = CliRunner().invoke(cli, ["plan"], env={"RUNPOD_HUGGINGFACE_MODEL": "nope", "PRELOADER_DEBUG": "1"})
     assert result.exit_code == 78
     assert "Traceback" in result.output
+
+
+def test_exit_codes_in_help_and_readme_come_from_the_error_classes():
+    from preloader.errors import exit_codes
+
+    codes = exit_codes()
+    assert {code for code, _ in codes} >= {"0", "1", "2", "66", "69", "70", "73", "74", "75", "76", "77", "78",
+                                           "126/127", "128+N"}
+    output = " ".join(CliRunner().invoke(cli, ["--help"], terminal_width=200).output.split())
+    for code, meaning in codes:
+        assert f"{code} {meaning}" in output
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = [tuple(c.strip() for c in line.strip().strip("|").split("|")) for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| code")]
+    assert rows == codes
+
+
+def test_prune_bounds_are_checked_by_click(tmp_path):
+    result = CliRunner().invoke(cli, ["prune", "--cache-dir", str(tmp_path / "hub"), "--max-size", "lots"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-size': 'lots': expected a size like 500M, 200G or 1.5T" in result.output
+    result = CliRunner().invoke(cli, ["prune", "--cache-dir", str(tmp_path / "hub"), "--older-than", "soon"])
+    assert result.exit_code == 2 and "expected a duration like 90s, 12h or 30d" in result.output
+    assert not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize("items, revision, whole, single", [
+    (["org/a"], None, ["org/a@main"], []),
+    (["org/a:dev", "org/b"], None, ["org/b@main"], ["org/a@dev"]),
+    (["org/a:main"], None, [], ["org/a@main"]),  # naming the revision removes only that one
+    (["org/a", "org/b"], "v1", [], ["org/a@v1", "org/b@v1"]),
+    (["org/a", "org/a"], None, ["org/a@main"], []),
+])
+def test_rm_specs_split_into_repos_and_revisions(items, revision, whole, single):
+    from preloader.spec import parse_removals
+
+    got = parse_removals(items, "model", revision)
+    assert ([f"{s.repo_id}@{s.revision}" for s in got[0]], [f"{s.repo_id}@{s.revision}" for s in got[1]]) == \
+        (whole, single)

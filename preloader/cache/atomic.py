@@ -13,6 +13,8 @@ import os
 import uuid
 from pathlib import Path
 
+from ..errors import UnsafePathError
+
 TEMP_MARK = ".preloader-tmp-"
 
 
@@ -26,8 +28,6 @@ def ensure_inside(path: Path, root: Path) -> Path:
 
     Returns `path`; raises UnsafePathError otherwise.
     """
-    from ..errors import UnsafePathError
-
     real_root = os.path.realpath(root)
     existing = path.parent
     while not os.path.lexists(existing) and existing != existing.parent:

@@ -11,6 +11,7 @@ repo lock, so they never delete under a running preload.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from ..errors import NotFoundError, TransientError
 from ..spec import RepoSpec
 from . import evict, locks, records
 from .evict import Removal, RemovalReport
-from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan
+from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan, snapshot_blobs
 from .layout import Layout, parse_folder_name
 from .verify import SnapshotCheck, check_snapshot, drop_bad_files
 
@@ -251,8 +252,6 @@ def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:
 
 def _exclusive_size(repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
     """Bytes only this revision uses among those not yet evicted (what evicting it frees), for dry runs."""
-    from .inventory import snapshot_blobs
-
     mine = set(snapshot_blobs(rev.path).values())
     others = set()
     for other in repo.revisions:
@@ -262,8 +261,6 @@ def _exclusive_size(repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
 
 
 def _remove_path(path: Path) -> None:
-    import shutil
-
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import traceback
 
 import click
 
@@ -107,8 +108,6 @@ def reports_errors(command):
 
 def report(error: BaseException, debug: bool) -> None:
     if debug:
-        import traceback
-
         click.echo(logs.redact("".join(traceback.format_exception(error))), err=True)
     click.echo(logs.redact(f"{logs.PREFIX}: error: {error}"), err=True)
     logs.flush()

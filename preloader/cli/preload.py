@@ -8,6 +8,10 @@ import sys
 
 import click
 
+from ..api import warm
+from ..preloading import entrypoint
+from ..preloading.plan import describe
+from ..spec import parse_specs
 from .base import CACHE_SETTINGS, load_settings, reports_errors, settings_options
 
 COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -28,8 +32,6 @@ def run(command, **flags):
 
         preloader run --model org/model:main -- python serve.py --port 8000
     """
-    from ..preloading import entrypoint
-
     entrypoint.run(load_settings(flags), list(command), os.environ, progress=sys.stderr.isatty())
 
 
@@ -39,8 +41,6 @@ def run(command, **flags):
 @reports_errors
 def plan(command, **flags):
     """Print the resolved plan as JSON: no network, no writes. The token shows only as set/unset."""
-    from ..preloading.plan import describe
-
     click.echo(json.dumps(describe(load_settings(flags), list(command)), indent=2))
 
 
@@ -54,8 +54,6 @@ def wait(command, **flags):
     For services that share the volume with a preloader but do not download.
     No network. Exit 75 when --timeout passes first.
     """
-    from ..preloading import entrypoint
-
     entrypoint.wait(load_settings(flags), list(command), os.environ)
 
 
@@ -69,13 +67,9 @@ def warm_command(specs, **flags):
     Logs bytes, seconds, GB/s and the device per repo. With --warm-lock (page
     cache), stays up holding the pages until SIGTERM.
     """
-    from ..api import warm
-    from ..preloading.entrypoint import hold_until_stopped
-    from ..spec import parse_specs
-
     s = load_settings(flags)
     mode = "page-cache" if s.warm.kind == "none" else s.warm  # "none" means nothing to do here
     reports = warm(parse_specs(list(specs), "model"), mode=mode, dtype=s.dtype, lock=s.warm_lock, cache_dir=s.cache_dir,
                    state_dir=s.state_dir)
     if s.warm_lock and any(r and r.locked_bytes for r in reports):
-        hold_until_stopped()
+        entrypoint.hold_until_stopped()

@@ -16,6 +16,7 @@ import threading
 import urllib.request
 from urllib.parse import unquote, urljoin, urlsplit
 
+from .. import __version__
 from ..errors import AuthError, TransientError
 
 REDIRECTS = {301, 302, 303, 307, 308}
@@ -111,8 +112,6 @@ class Connections:
     """A pool of idle keep-alive connections per origin, shared by the transfer's threads."""
 
     def __init__(self, timeout: float = 30.0) -> None:
-        from .. import __version__
-
         self.timeout = timeout
         self.user_agent = f"preloader/{__version__}"
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}

@@ -21,8 +21,9 @@ from ..config import Settings
 from ..errors import ConfigError, DiskError, NotFoundError, TransientError
 from ..logs import Clock, event
 from ..spec import RepoSpec
+from .progress import Progress
 from .results import PreloadResult
-from .retry import Deadline
+from .retry import Deadline, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ class Preloader:
         pending = [o for o in outcomes if isinstance(o, Pending)]
         if pending:
             total = self.preflight(pending)
-            from .progress import Progress
-
             with Progress(total, tty=self.progress) as progress:
                 done = {id(p): self.download(p, progress) for p in pending}
             outcomes = [done[id(o)] if isinstance(o, Pending) else o for o in outcomes]
@@ -105,8 +104,7 @@ class Preloader:
         if s.offline:
             raise TransientError(f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache "
                                  f"and offline mode is on ({s.offline_source}): {cached.detail}")
-        from ..hub.errors import HubUnreachable
-        from .retry import retrying
+        from ..hub.errors import HubUnreachable  # the hub client's modules: not on a cached start
 
         # With a complete snapshot at hand, one failed lookup is enough to start from it:
         # a cold start should not spend minutes retrying a hub it does not need.
@@ -160,8 +158,6 @@ class Preloader:
 
     def fetch(self, p: Pending, progress) -> int:
         """Download the wanted files not yet on disk and record the snapshot complete; return bytes fetched."""
-        from .retry import retrying
-
         spec, commit = p.spec, p.commit
         todo = p.missing(self.layout)
         total = sum(f.size for f in todo)

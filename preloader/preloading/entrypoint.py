@@ -4,6 +4,8 @@ warm, then hand the process over to the service, or stay up holding locked pages
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 
 from ..config import Settings
@@ -57,9 +59,6 @@ def hand_over(settings: Settings, results: list[PreloadResult], command: Sequenc
 
 def hold_until_stopped() -> None:
     """Sidecar with --warm-lock: keep the locked pages resident until SIGTERM/SIGINT, then return."""
-    import signal
-    import threading
-
     from ..warm.memlock import locked_bytes, release_locks
 
     stopped = threading.Event()
