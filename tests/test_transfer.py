@@ -373,6 +373,6 @@ def test_run_verify_repair_and_prune_agree_on_every_path(hub, mirrors, cache, tm
     proc = run_preloader(["prune", "--grace", "0s", "--json"], env)
     assert proc.returncode == 0, proc.stderr
     assert not partial.exists() and not maps[0].exists()
-    hub.reset()
+    hub.clear_rules()
     assert run_preloader(["run"], env).returncode == 0  # the record went with the damage: fetched again
     assert big_blob(cache, mirrors) == mirrors.files("model", BIG, "main")["model.safetensors"]
