@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -83,18 +84,60 @@ def revision_problem(revision: str) -> str | None:
     return None
 
 
+_TYPE_PREFIXES = (("models/", "model"), ("datasets/", "dataset"), ("spaces/", "space"))
+
+
+def _split(item: str, repo_type: str) -> tuple[str, str, str | None]:
+    """(repo type, `user/name`, revision or None) of one item in any form we accept:
+
+    `user/name[:revision]`; `hf://[models/|datasets/]user/name[@revision]` (huggingface_hub's URIs);
+    `https://<host>/[datasets/]user/name[:revision]` (a hub page, the form RunPod's model reference uses).
+    """
+    if item.startswith("hf://"):
+        rest, mark = item[len("hf://"):], "@"
+    elif item.startswith(("https://", "http://")):
+        parts = urlsplit(item)
+        if not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("a URL needs a host and a path user/name[:revision], no query or fragment")
+        rest, mark = parts.path.strip("/"), ":"
+    else:
+        return (repo_type, *_revision_split(item, ":"))
+    kind = repo_type if item.startswith("hf://") else "model"
+    for prefix, name in _TYPE_PREFIXES:
+        if rest.startswith(prefix):
+            kind, rest = name, rest[len(prefix):]
+    return (kind, *_revision_split(rest, mark))
+
+
+def _revision_split(text: str, mark: str) -> tuple[str, str | None]:
+    repo_id, sep, revision = text.partition(mark)
+    return repo_id, (revision if sep else None)
+
+
 def parse_item(item: str, repo_type: str) -> tuple[RepoSpec | None, str | None]:
-    """Parse one `user/name[:revision]`; return the spec or the reason it is bad."""
+    """Parse one item (see `_split` for the forms); return the spec or the reason it is bad."""
+    spec, _, problem = _parse(item, repo_type)
+    return spec, problem
+
+
+def _parse(item: str, repo_type: str) -> tuple[RepoSpec | None, bool, str | None]:
+    """The spec, whether it named a revision, or the reason it is bad."""
     item = item.strip()
     if not item:
-        return None, "empty item"
-    repo_id, sep, revision = item.partition(":")
-    if not sep:
-        revision = DEFAULT_REVISION
+        return None, False, "empty item"
+    try:
+        kind, repo_id, revision = _split(item, repo_type)
+    except ValueError as error:
+        return None, False, str(error)
+    if kind != repo_type:
+        what = "spaces are not preloaded" if kind == "space" else f"names a {kind}, not a {repo_type}"
+        return None, False, what
+    named = revision is not None
+    revision = revision if named else DEFAULT_REVISION
     problem = repo_id_problem(repo_id) or revision_problem(revision)
     if problem:
-        return None, problem
-    return RepoSpec(repo_type, repo_id, revision), None
+        return None, False, problem
+    return RepoSpec(repo_type, repo_id, revision), named, None
 
 
 def parse_items(items: list[str], repo_type: str, source: str) -> tuple[list[RepoSpec], list[str]]:
@@ -168,9 +211,9 @@ def parse_removals(items: list[str], repo_type: str, revision: str | None = None
     whole: list[RepoSpec] = []
     single: list[RepoSpec] = []
     for item in items:
-        spec, _ = parse_item(item, repo_type)
+        spec, named, _ = _parse(item, repo_type)
         if revision is not None:
             single.append(RepoSpec(spec.repo_type, spec.repo_id, revision))
         else:
-            (single if ":" in item else whole).append(spec)
+            (single if named else whole).append(spec)
     return dedupe(whole), dedupe(single)

@@ -80,3 +80,46 @@ def test_parse_specs_raises_one_error_for_all():
         "invalid repo spec: argument item 2 'nope': no \"/\" between user and name; "
         "argument item 3 'x/y:': empty revision; expected user/name[:revision]"
     )
+
+
+@pytest.mark.parametrize("item, repo_type, expected", [
+    ("hf://org/m", "model", RepoSpec("model", "org/m")),
+    ("hf://models/org/m@dev", "model", RepoSpec("model", "org/m", "dev")),
+    ("hf://datasets/org/d@v1.0", "dataset", RepoSpec("dataset", "org/d", "v1.0")),
+    ("hf://org/d", "dataset", RepoSpec("dataset", "org/d")),
+    (f"hf://org/m@{COMMIT}", "model", RepoSpec("model", "org/m", COMMIT)),
+    ("hf://org/m@refs/pr/1", "model", RepoSpec("model", "org/m", "refs/pr/1")),
+    ("https://huggingface.co/org/m", "model", RepoSpec("model", "org/m")),
+    ("https://huggingface.co/org/m:dev", "model", RepoSpec("model", "org/m", "dev")),
+    ("https://hf-mirror.example/org/m/", "model", RepoSpec("model", "org/m")),
+    ("https://huggingface.co/datasets/org/d:v1.0", "dataset", RepoSpec("dataset", "org/d", "v1.0")),
+])
+def test_uri_and_url_forms(item, repo_type, expected):
+    specs, problems = parse_list(item, repo_type, "X")
+    assert (specs, problems) == ([expected], [])
+
+
+@pytest.mark.parametrize("item, repo_type, problem", [
+    ("hf://datasets/org/d", "model", "names a dataset, not a model"),
+    ("https://huggingface.co/datasets/org/d", "model", "names a dataset, not a model"),
+    ("https://huggingface.co/org/m", "dataset", "names a model, not a dataset"),
+    ("hf://spaces/org/s", "model", "spaces are not preloaded"),
+    ("hf://org/m@", "model", "empty revision"),
+    ("hf://org", "model", 'no "/" between user and name'),
+    ("https:///org/m", "model", "a URL needs a host and a path user/name[:revision], no query or fragment"),
+    ("https://huggingface.co/org/m?x=1", "model", "a URL needs a host and a path user/name[:revision], no query or fragment"),
+    ("https://huggingface.co/org/m/tree/main", "model", 'more than one "/"'),
+    ("hf://org/m@bad..rev", "model", "revision contains '..', '//' or '@{'"),
+])
+def test_uri_and_url_forms_errors(item, repo_type, problem):
+    source = "RUNPOD_HUGGINGFACE_MODEL" if repo_type == "model" else "RUNPOD_HUGGINGFACE_DATASET"
+    specs, problems = parse_list(f"org/ok,{item}", repo_type, source)
+    assert problems == [f"{source} item 2 {item!r}: {problem}"]
+    assert len(specs) == 1
+
+
+def test_rm_of_a_url_without_revision_is_the_whole_repo():
+    from preloader.spec import parse_removals
+
+    whole, single = parse_removals(["https://huggingface.co/org/a", "hf://org/b@dev"], "model")
+    assert (whole, single) == ((RepoSpec("model", "org/a"),), (RepoSpec("model", "org/b", "dev"),))
