@@ -8,14 +8,50 @@ never followed.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UnsafePathError
 
 TEMP_MARK = ".preloader-tmp-"
+REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM}  # a read-only mount, or files this user may not write
+
+logger = logging.getLogger(__name__)
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may create files in `path` (or its nearest existing parent)."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return os.access(candidate, os.W_OK | os.X_OK)
+    return False
+
+
+class Optional:
+    """Writes a start from a complete snapshot can do without (last use, links already right elsewhere):
+    on a read-only cache they are skipped, with one warning for the whole run."""
+
+    def __init__(self) -> None:
+        self.refused: OSError | None = None
+
+    def write(self, what: str, action: Callable[..., object], *args, **kwargs) -> bool:
+        """`action(*args, **kwargs)`; False when the cache refused it (and it was skipped)."""
+        try:
+            action(*args, **kwargs)
+            return True
+        except OSError as error:
+            if error.errno not in REFUSED:
+                raise
+            if self.refused is None:
+                self.refused = error
+                logger.warning("the cache is read-only here (%s: %s): %s and what follows is not recorded; "
+                               "starting on what is complete", error.strerror, error.filename, what)
+            return False
 
 
 def temp_name(path: Path) -> Path:

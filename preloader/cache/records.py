@@ -40,6 +40,7 @@ class Completeness:
     record: Record | None
     wanted: dict[str, int]
     missing: tuple[str, ...]
+    present: bool = False  # the snapshot folder exists, complete or not
 
     @property
     def complete(self) -> bool:
@@ -54,6 +55,8 @@ class Completeness:
         """Why the snapshot is not usable, for messages; `complete at <commit>` when it is."""
         if self.commit is None:
             return "never downloaded here (no ref for this revision)"
+        if self.record is None and not self.present:
+            return f"commit {self.commit[:12]} is not in the cache"
         if self.record is None:
             return f"commit {self.commit[:12]} has no completion record (partial download)"
         if not self.missing:
@@ -101,11 +104,12 @@ def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, 
     commit = local_commit(layout, spec) if commit is _LOCAL else commit
     record = read(layout, spec, commit) if commit else None
     if record is None:
-        return Completeness(spec, commit, None, {}, ())
+        return Completeness(spec, commit, None, {}, (), present=bool(commit) and
+                            layout.snapshot_dir(spec, commit).is_dir())
     wanted = dict(record.complete) if as_recorded else select(record.listing, include, exclude)
     unrecorded = {p for p, size in wanted.items() if record.complete.get(p) != size}
     missing = unrecorded | set(missing_on_disk(layout.snapshot_dir(spec, commit), wanted))
-    return Completeness(spec, commit, record, wanted, tuple(sorted(missing)))
+    return Completeness(spec, commit, record, wanted, tuple(sorted(missing)), present=True)
 
 
 def missing_on_disk(snapshot: Path, wanted: dict[str, int]) -> list[str]:

@@ -52,6 +52,7 @@ class Preloader:
         self.deadline = Deadline(settings.timeout)
         self.progress = progress
         self.sleep = sleep
+        self.optional = atomic.Optional()
         self._hub = None
 
     @property
@@ -69,6 +70,7 @@ class Preloader:
         outcomes = [self.prepare(spec) for spec in self.settings.repos]
         pending = [o for o in outcomes if isinstance(o, Pending)]
         if pending:
+            self.require_writable(pending)
             total = self.preflight(pending)
             with Progress(total, tty=self.progress) as progress:
                 done = {id(p): self.download(p, progress) for p in pending}
@@ -85,7 +87,8 @@ class Preloader:
             key = (result.repo_type, result.repo_id)
             if key not in linked:
                 linked.add(key)
-                atomic.symlink(result.commit, self.layout.latest_link(RepoSpec(*key)), root=self.layout.cache_dir)
+                self.optional.write("the `latest` link", atomic.symlink, result.commit,
+                                    self.layout.latest_link(RepoSpec(*key)), root=self.layout.cache_dir)
 
     def state(self, spec: RepoSpec, commit: str | None = None) -> Completeness:
         """What `commit` (default: what the request means locally) lacks for this plan's selection."""
@@ -129,6 +132,14 @@ class Preloader:
         if online.complete:
             return self.publish(online, clock, fetched=0, source="hub")
         return Pending(spec, commit, files, wanted, clock)
+
+    def require_writable(self, pending: list[Pending]) -> None:
+        """Files to fetch into a cache this process cannot write: one clear error (74) before trying."""
+        if atomic.writable(self.layout.cache_dir):
+            return
+        missing = "; ".join(f"{p.spec}: {self.state(p.spec, p.commit).detail}" for p in pending)
+        raise DiskError(f"the cache {self.layout.cache_dir} is read-only here and needs files: {missing}; "
+                        "preload it from a node that mounts it read-write (`preloader run`), then start this one")
 
     def preflight(self, pending: list[Pending]) -> int:
         """Bytes still to fetch for the whole plan; DiskError (74) before any byte is written if they do not fit."""
@@ -190,14 +201,15 @@ class Preloader:
 
     def publish(self, state: Completeness, clock: Clock, *, fetched: int, source: str) -> PreloadResult:
         """Point refs and the alias at a complete snapshot; report the result."""
-        spec, commit, layout = state.spec, state.commit, self.layout
+        spec, commit, layout, optional = state.spec, state.commit, self.layout, self.optional
         if not spec.is_commit and records.local_commit(layout, spec) != commit:
-            atomic.write_text(layout.ref_file(spec), commit, root=layout.cache_dir)
+            optional.write(f"refs/{spec.revision}", atomic.write_text, layout.ref_file(spec), commit,
+                           root=layout.cache_dir)
         alias = layout.alias_link(spec)
         if alias is not None:
             target = atomic.relative_target(layout.snapshot_dir(spec, commit), alias)
-            atomic.symlink(target, alias, root=layout.link_root)
-        records.mark_used(layout, spec, commit)
+            optional.write("the alias link", atomic.symlink, target, alias, root=layout.link_root)
+        optional.write("last use", records.mark_used, layout, spec, commit)
         result = PreloadResult.of(layout, state, fetched=fetched, seconds=clock.seconds(), source=source)
         event(logger, "ready", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit,
               files=result.files, fetched=fetched, reused=result.bytes_reused, source=source,

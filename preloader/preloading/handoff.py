@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -53,9 +54,17 @@ def manifest_path(settings: Settings) -> Path:
 
 
 def write_manifest(settings: Settings, results: Sequence[PreloadResult]) -> Path:
-    """Write the manifest atomically; return its path."""
+    """Write the manifest atomically; return its path. A read-only state dir gets it in the temp dir
+    instead (a read-only volume shared by readers), under the same per-plan name."""
     path = manifest_path(settings)
-    atomic.write_text(path, json.dumps(manifest(settings, results), indent=2) + "\n", mode=0o644)
+    text = json.dumps(manifest(settings, results), indent=2) + "\n"
+    try:
+        atomic.write_text(path, text, mode=0o644)
+    except OSError as error:
+        if settings.manifest is not None or error.errno not in atomic.REFUSED:
+            raise
+        path = Path(tempfile.gettempdir()) / f"preloader-manifest-{path.stem}.json"
+        atomic.write_text(path, text, mode=0o644)
     return path
 
 

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..cache import locks, records
+from ..cache import atomic, locks, records
 from ..config import Settings
 from ..errors import TransientError
 from ..logs import Clock, event
@@ -39,8 +39,9 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
             logged = clock.seconds()
             event(logger, "wait", pending=",".join(str(state.spec) for state in pending), elapsed=f"{logged:.0f}s")
         sleep(poll if left is None else max(0.0, min(poll, left)))
+    optional = atomic.Optional()
     for state in states:
-        records.mark_used(layout, state.spec, state.commit)
+        optional.write("last use", records.mark_used, layout, state.spec, state.commit)
     results = [PreloadResult.of(layout, state, seconds=clock.seconds()) for state in states]
     event(logger, "done", repos=len(results), waited=clock.seconds())
     return results
