@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from .cache.layout import Layout, absolute
+from .cache.layout import LATEST_PLACES, Layout, absolute
 from .errors import ConfigError
 from .logs import TOKEN_SHAPE
 from .spec import RepoSpec, dedupe, parse_list
@@ -68,6 +68,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("link_root", "PRELOADER_LINK_ROOT", "--link-root",
            "Root of the alias tree <root>/model/<user>/<name>/<revision>.",
            default="<state dir>/links"),
+    Option("latest", "PRELOADER_LATEST", "--latest",
+           "Where the stable `latest` link of each repo lives: snapshots (<repo>/snapshots/latest, what "
+           "services reference), repo (<repo>/latest: invisible to `hf cache`), or off.",
+           default="snapshots", kind="choice", choices=LATEST_PLACES),
     Option("endpoint", "HF_ENDPOINT", "--endpoint",
            "Hub or mirror URL.", default=DEFAULT_ENDPOINT),
     Option("include", "PRELOADER_INCLUDE", "--include",
@@ -173,6 +177,7 @@ class Settings:
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     debug: bool = False
+    shared_blobs_disabled: bool = False  # huggingface_hub's HF_HUB_DISABLE_SHARED_BLOBS / HF_HUB_DISABLE_XET
 
     @property
     def repos(self) -> tuple[RepoSpec, ...]:
@@ -366,7 +371,7 @@ class _Loader:
             user=user,
             token=token,
             token_source=token_source,
-            layout=Layout.build(cache_dir, self.value("state_dir"), self.value("link_root")),
+            layout=Layout.build(cache_dir, self.value("state_dir"), self.value("link_root"), self.value("latest")),
             cache_dir_source=cache_source,
             endpoint=self.endpoint(),
             include=self.value("include") or (),
@@ -376,6 +381,8 @@ class _Loader:
             offline_source=offline_source,
             dtype=None if dtype == "none" else dtype,
             manifest=absolute(manifest) if manifest else None,
+            shared_blobs_disabled=any((self.env(name) or "").strip().lower() in _TRUE
+                                      for name in ("HF_HUB_DISABLE_SHARED_BLOBS", "HF_HUB_DISABLE_XET")),
             **{name: self.value(name) for name in _PLAIN},
         )
         if self.problems:

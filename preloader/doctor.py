@@ -8,13 +8,12 @@ import os
 import shutil
 import stat
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cache.inventory import free_space
 from .config import Settings
+from .units import human_size
 
 GIB = 1024**3
 
@@ -83,6 +82,9 @@ def check_hub(s: Settings, timeout: float = 5.0) -> Check:
     if s.offline:
         return Check("hub reachable", "warn", f"not checked: offline mode ({s.offline_source})",
                      "unset PRELOADER_OFFLINE / HF_HUB_OFFLINE to download")
+    import urllib.error  # the probe's HTTP stack, for this check only
+    import urllib.request
+
     url = f"{s.endpoint}/api/models?limit=1"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
@@ -133,6 +135,20 @@ def check_flock(s: Settings) -> Check:
     return Check("flock", "ok", f"works in {target}")
 
 
+def check_store(s: Settings) -> Check:
+    """huggingface_hub 2.x keeps Xet files once per cache, in a store the preloader reads and frees too."""
+    from .cache import store
+
+    if store.is_on(s.cache_dir):
+        entries = store.entries(s.cache_dir)
+        return Check("shared blob store", "ok", f"on: {len(entries)} entries, {human_size(sum(entries.values()))} "
+                     f"in {store.store_dir(s.cache_dir)}")
+    if s.shared_blobs_disabled:
+        return Check("shared blob store", "ok", "off: HF_HUB_DISABLE_SHARED_BLOBS (or HF_HUB_DISABLE_XET) is set")
+    return Check("shared blob store", "ok", "not created yet: huggingface_hub makes it on its first Xet download "
+                 "into this cache (HF_HUB_DISABLE_SHARED_BLOBS=1 turns it off)")
+
+
 def check_gpu() -> Check:
     smi = shutil.which("nvidia-smi")
     driver = Path("/proc/driver/nvidia/version").exists()
@@ -152,4 +168,4 @@ def check_gpu() -> Check:
 
 def run_checks(s: Settings) -> list[Check]:
     return [check_location(s), check_writable(s), check_sharing(s), check_space(s), check_hub(s), check_token(s),
-            check_hf_offline(s), check_symlinks(s), check_flock(s), check_gpu()]
+            check_hf_offline(s), check_symlinks(s), check_flock(s), check_store(s), check_gpu()]

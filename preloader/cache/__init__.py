@@ -5,26 +5,42 @@
     report = cache.prune("/cache/hub", max_size=200 * 2**30, dry_run=True)
 
 Inside: `layout` (every path), `atomic` (publication by rename), `locks`, `records`
-(completion: the one judge of "complete"), `hashing` (etags), `inventory` (what is there),
-`evict` (removal), `verify` (re-hashing), `manage` (the API below).
+(completion: the one judge of "complete"), `hashing` (etags), `store` (huggingface_hub's
+shared blob store), `inventory` (what is there), `evict` (removal), `integrity` (re-hashing against etags),
+`manage` (the API below).
 """
 
-from .manage import (
-    CacheInfo,
-    Removal,
-    RemovalReport,
-    RepoInfo,
-    RevisionInfo,
-    SnapshotCheck,
-    SnapshotStatus,
-    list_cache,
-    prune,
-    remove,
-    status,
-    verify,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __all__ = [
     "CacheInfo", "RepoInfo", "RevisionInfo", "SnapshotStatus", "SnapshotCheck", "Removal", "RemovalReport",
     "list_cache", "status", "verify", "remove", "prune",
 ]
+
+if TYPE_CHECKING:
+    from .manage import (
+        CacheInfo,
+        Removal,
+        RemovalReport,
+        RepoInfo,
+        RevisionInfo,
+        SnapshotCheck,
+        SnapshotStatus,
+        list_cache,
+        prune,
+        remove,
+        status,
+        verify,
+    )
+
+
+def __getattr__(name: str):
+    # The management API loads on first use: every start imports this package (for its layout and
+    # records), and a cached start before exec is a hot path that never lists or removes anything.
+    if name in __all__:
+        from . import manage
+
+        return getattr(manage, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +55,7 @@ class Optional:
 
 def temp_name(path: Path) -> Path:
     """A unique sibling of `path`, recognisable as ours for clean-up."""
-    return path.with_name(f"{TEMP_MARK}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    return path.with_name(f"{TEMP_MARK}{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
 
 
 def ensure_inside(path: Path, root: Path) -> Path:

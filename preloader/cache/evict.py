@@ -2,6 +2,9 @@
 
 Every removal holds the repo lock, so it never runs under a preload of the
 same repo. Readers that resolved a link before it went keep their open files.
+A blob that is a link into huggingface_hub's shared store frees its entry only
+when no repo links it any more (`store.sweep`); the bytes reported freed are
+the bytes that left the disk.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..spec import RepoSpec
-from . import atomic, records
+from . import atomic, records, store
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, read_refs, scan_repo, snapshot_blobs
-from .layout import PARTIAL_SUFFIX, STATE_KINDS, Layout
+from .layout import PARTIAL_SUFFIX, STATE_KINDS, Layout, parse_folder_name
 
 
 @dataclass
@@ -37,17 +40,28 @@ class RemovalReport:
     dry_run: bool = False
 
 
+def latest_links(layout: Layout, spec: RepoSpec) -> dict[Path, str | None]:
+    """Each `latest` link of a repo (any placement) and the commit it names (None when it dangles)."""
+    found: dict[Path, str | None] = {}
+    for link in layout.latest_links(spec).values():
+        if link.is_symlink():
+            found[link] = Path(os.readlink(link)).name if link.exists() else None
+    return found
+
+
 def unlink_links_to(layout: Layout, spec: RepoSpec, repo: RepoInfo, commit: str) -> None:
-    """Remove refs, `latest` and aliases that point at `commit`."""
+    """Remove refs, `latest` and aliases that point at `commit`, and its file listing."""
     refs_dir = layout.refs_dir(spec)
     for name in read_refs(layout, spec).get(commit, []):
         (refs_dir / name).unlink(missing_ok=True)
-    if repo.latest == commit:
-        layout.latest_link(spec).unlink(missing_ok=True)
+    for link, target in latest_links(layout, spec).items():
+        if target == commit:
+            link.unlink(missing_ok=True)
     for revision in repo.revisions:
         if revision.commit == commit:
             for alias in revision.aliases:
                 Path(alias).unlink(missing_ok=True)
+    layout.tree_file(spec, commit).unlink(missing_ok=True)
 
 
 def remove_revision(layout: Layout, repo: RepoInfo, revision: RevisionInfo) -> None:
@@ -58,38 +72,67 @@ def remove_revision(layout: Layout, repo: RepoInfo, revision: RevisionInfo) -> N
     shutil.rmtree(revision.path, ignore_errors=True)
 
 
-def collect_blobs(layout: Layout, spec: RepoSpec) -> int:
-    """Delete blobs no remaining snapshot links to; return bytes freed. Drop the repo folder if empty."""
-    repo_dir = layout.repo_dir(spec)
-    spec_dir = layout.blobs_dir(spec)
+def unlink_blob(blob: Path, cache_dir: Path, entries: set[Path]) -> int:
+    """Remove one repo blob; the bytes that frees now. A link into the shared store frees nothing
+    itself: its entry goes into `entries`, for `store.sweep` once every removal is done."""
+    try:
+        entry = store.target(blob, cache_dir)
+        size = 0 if entry is not None or blob.is_symlink() else blob.lstat().st_size
+        blob.unlink()
+    except OSError:
+        return 0
+    if entry is not None:
+        entries.add(entry)
+    return size
+
+
+def unused_blobs(layout: Layout, spec: RepoSpec, *, older_than: float | None = None) -> list[Path]:
+    """A repo's blobs no snapshot links to (partial downloads and our temp files aside).
+
+    `older_than`: only blobs last changed before this time (a blob another tool just published may
+    not be linked yet).
+    """
     used: set[Path] = set()
     snapshots = layout.snapshots_dir(spec)
     for entry in os.listdir(snapshots) if snapshots.is_dir() else []:
         path = snapshots / entry
-        if path.is_dir() and not path.is_symlink():
+        if path.is_dir() and not path.is_symlink():  # `latest` is a link: what it shows is counted once
             used.update(snapshot_blobs(path).values())
-    freed = 0
-    for name in os.listdir(spec_dir) if spec_dir.is_dir() else []:
-        blob = spec_dir / name
+    blobs_dir = layout.blobs_dir(spec)
+    unused = []
+    for name in sorted(os.listdir(blobs_dir)) if blobs_dir.is_dir() else []:
+        blob = blobs_dir / name
         # A download in flight writes `.incomplete` files; prune's grace period decides about those.
-        if blob not in used and not name.endswith(PARTIAL_SUFFIX) and not name.startswith(atomic.TEMP_MARK):
-            try:
-                freed += blob.stat().st_size
-                blob.unlink()
-            except OSError:
-                pass
-    if not used and not any(n.endswith(PARTIAL_SUFFIX) for n in (os.listdir(spec_dir) if spec_dir.is_dir() else [])):
-        shutil.rmtree(repo_dir, ignore_errors=True)
+        if blob in used or name.endswith(PARTIAL_SUFFIX) or name.startswith(atomic.TEMP_MARK):
+            continue
+        if older_than is None or blob.lstat().st_mtime < older_than:
+            unused.append(blob)
+    return unused
+
+
+def collect_blobs(layout: Layout, spec: RepoSpec, *, older_than: float | None = None) -> int:
+    """Delete the repo's unused blobs (see `unused_blobs`); the bytes freed. Drop the repo folder when
+    nothing is left in it."""
+    entries: set[Path] = set()
+    freed = sum(unlink_blob(blob, layout.cache_dir, entries) for blob in unused_blobs(layout, spec,
+                                                                                      older_than=older_than))
+    freed += store.sweep(entries, layout.cache_dir)
+    snapshots, blobs_dir = layout.snapshots_dir(spec), layout.blobs_dir(spec)
+    real = [e for e in (os.listdir(snapshots) if snapshots.is_dir() else []) if not (snapshots / e).is_symlink()]
+    if not real and not (os.listdir(blobs_dir) if blobs_dir.is_dir() else []):  # nothing left, nothing coming
+        shutil.rmtree(layout.repo_dir(spec), ignore_errors=True)
         for kind in STATE_KINDS:
             shutil.rmtree(layout.state_folder(kind, spec), ignore_errors=True)
     return freed
 
 
-def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, reason: str) -> list[Removal]:
-    """Remove these commits' snapshots (all if None) of one repo, then its unused blobs. Hold the lock."""
+def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, reason: str
+                   ) -> tuple[list[Removal], int]:
+    """Remove these commits' snapshots (all if None) of one repo, then its unused blobs: what was
+    removed, and the bytes that freed. Hold the lock."""
     repo = scan_repo(layout, repo_dir)
     if repo is None:
-        return []
+        return [], 0
     removed = []
     for revision in repo.revisions:
         if commits is None or revision.commit in commits:
@@ -97,10 +140,10 @@ def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, rea
             removed.append(Removal(repo.repo_type, repo.repo_id, revision.commit, revision.size, reason,
                                    revision.last_used))
     if commits is None:
-        layout.latest_link(repo.spec).unlink(missing_ok=True)
+        for link in latest_links(layout, repo.spec):
+            link.unlink(missing_ok=True)
         shutil.rmtree(layout.refs_dir(repo.spec), ignore_errors=True)
-    collect_blobs(layout, repo.spec)
-    return removed
+    return removed, collect_blobs(layout, repo.spec)
 
 
 def stale_leftovers(layout: Layout, info: CacheInfo, grace: float, now: float | None = None) -> list[Path]:
@@ -129,3 +172,28 @@ def stale_leftovers(layout: Layout, info: CacheInfo, grace: float, now: float | 
     for dirpath, _, names in os.walk(layout.state_dir):
         old.extend(Path(dirpath) / n for n in names if n.startswith(atomic.TEMP_MARK) and aged(Path(dirpath) / n))
     return old
+
+
+def dangling(layout: Layout, info: CacheInfo) -> list[Path]:
+    """What other tools (`hf cache rm`, `hf cache prune`, a hand-made `rm -rf`) can leave that we made:
+    `latest` and alias links to snapshots that are gone, and completion records of snapshots that are gone."""
+    found: list[Path] = []
+    complete = layout.state_dir / "complete"
+    for folder in sorted(complete.iterdir()) if complete.is_dir() else []:
+        parsed = parse_folder_name(folder.name)
+        spec = RepoSpec(*parsed) if parsed else None
+        for record in sorted(folder.glob("*.json")) if spec else []:
+            commit = record.name.removesuffix(".json")
+            if not layout.snapshot_dir(spec, commit).is_dir():
+                found += [p for p in (record, layout.used_file(spec, commit), layout.partial_file(spec, commit))
+                          if p.exists()]
+    for repo in info.repos:
+        found.extend(link for link, target in latest_links(layout, repo.spec).items() if target is None)
+    if layout.link_root is not None and layout.link_root.is_dir():
+        for dirpath, dirnames, names in os.walk(layout.link_root):
+            for name in dirnames + names:
+                path = Path(dirpath) / name
+                if path.is_symlink() and not path.exists():
+                    found.append(path)
+    return found
+

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..spec import RepoSpec, is_commit
-from . import records
+from . import records, store
 from .layout import LATEST, Layout, parse_folder_name
 
 
@@ -124,10 +124,7 @@ def scan_repo(layout: Layout, repo_dir: Path) -> RepoInfo | None:
     spec = RepoSpec(repo_type, repo_id)
     refs = read_refs(layout, spec)
     aliases = read_aliases(layout, spec)
-    try:
-        latest = os.readlink(layout.latest_link(spec))
-    except OSError:
-        latest = None
+    latest = latest_commit(layout, spec)
     revisions = []
     blob_sizes: dict[Path, int] = {}
     snapshots = layout.snapshots_dir(spec)
@@ -159,6 +156,14 @@ def scan_repo(layout: Layout, repo_dir: Path) -> RepoInfo | None:
     return RepoInfo(repo_type, repo_id, repo_dir, revisions, sum(blob_sizes.values()), latest)
 
 
+def latest_commit(layout: Layout, spec: RepoSpec) -> str | None:
+    """The commit this layout's `latest` link shows, None when there is none or it dangles."""
+    link = layout.latest_link(spec)
+    if link is None or not link.is_dir():
+        return None
+    return Path(os.readlink(link)).name
+
+
 def scan(layout: Layout) -> CacheInfo:
     repos = []
     if layout.cache_dir.is_dir():
@@ -166,8 +171,23 @@ def scan(layout: Layout) -> CacheInfo:
             info = scan_repo(layout, layout.cache_dir / name)
             if info is not None:
                 repos.append(info)
-    total = sum(r.size for r in repos)
-    return CacheInfo(layout.cache_dir, layout.state_dir, repos, total, free_space(layout.cache_dir))
+    return CacheInfo(layout.cache_dir, layout.state_dir, repos, physical_size(layout, repos),
+                     free_space(layout.cache_dir))
+
+
+def physical_size(layout: Layout, repos: list[RepoInfo]) -> int:
+    """Bytes on disk, each once: repos' own blobs, and every entry of the shared store (linked or not),
+    as `scan_cache_dir().size_on_disk` counts them. A repo's own size counts what it links (logical)."""
+    sizes = store.entries(layout.cache_dir)
+    for repo in repos:
+        for revision in repo.revisions:
+            for blob in snapshot_blobs(revision.path).values():
+                if blob not in sizes and store.target(blob, layout.cache_dir) is None:
+                    try:
+                        sizes[blob] = blob.stat().st_size
+                    except OSError:
+                        pass
+    return sum(sizes.values())
 
 
 def free_space(path: Path) -> int | None:

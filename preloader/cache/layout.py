@@ -5,7 +5,10 @@
 <cache>/models--org--name/blobs/<etag>.incomplete     a blob being downloaded (huggingface_hub's name)
 <cache>/models--org--name/snapshots/<commit>/<file>   huggingface_hub's (links to blobs)
 <cache>/models--org--name/refs/<revision>             huggingface_hub's format, we write it too
-<cache>/models--org--name/snapshots/latest            -> <commit>, ours
+<cache>/models--org--name/snapshots/latest            -> <commit>, ours (PRELOADER_LATEST=snapshots, default)
+<cache>/models--org--name/latest                      -> snapshots/<commit>, ours (PRELOADER_LATEST=repo)
+<cache>/models--org--name/trees/<commit>.json         the commit's file listing, huggingface_hub 2.x's format
+<cache>/blobs/<2 hex>/<xet hash>                      huggingface_hub 2.x's shared blob store (see store.py)
 <cache>/.locks/models--org--name/<etag>.lock          a blob's lock (huggingface_hub's, we take it too)
 <state>/complete/models--org--name/<commit>.json      completion record, ours
 <state>/locks/models--org--name.lock                  repo lock, ours
@@ -23,10 +26,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..spec import RepoSpec
 
 LATEST = "latest"
+LatestPlace = Literal["snapshots", "repo", "off"]
+LATEST_PLACES: tuple[LatestPlace, ...] = get_args(LatestPlace)
 PARTIAL_SUFFIX = ".incomplete"
 STATE_KINDS = ("complete", "used", "partial", "transfers")  # our per-repo folders under the state dir
 
@@ -66,14 +72,15 @@ class Layout:
     cache_dir: Path
     state_dir: Path
     link_root: Path | None = None
+    latest: LatestPlace = "snapshots"
 
     @classmethod
     def build(cls, cache_dir: str | Path, state_dir: str | Path | None = None,
-              link_root: str | Path | None = None) -> Layout:
+              link_root: str | Path | None = None, latest: LatestPlace = "snapshots") -> Layout:
         """The one way to a Layout: absolute paths, the state dir and link root defaulting as documented."""
         cache = absolute(cache_dir)
         state = absolute(state_dir) if state_dir else default_state_dir(cache)
-        return cls(cache, state, absolute(link_root) if link_root else state / "links")
+        return cls(cache, state, absolute(link_root) if link_root else state / "links", latest)
 
     @property
     def hf_home(self) -> Path | None:
@@ -108,8 +115,20 @@ class Layout:
     def blob_lock(self, spec: RepoSpec, etag: str) -> Path:
         return self.cache_dir / ".locks" / repo_folder_name(spec.repo_type, spec.repo_id) / f"{etag}.lock"
 
-    def latest_link(self, spec: RepoSpec) -> Path:
-        return self.snapshots_dir(spec) / LATEST
+    def latest_link(self, spec: RepoSpec) -> Path | None:
+        """Where `latest` lives with this layout's placement; None when it is off."""
+        return self.latest_links(spec).get(self.latest)
+
+    def latest_links(self, spec: RepoSpec) -> dict[str, Path]:
+        """Every placement `latest` can have: one left by an earlier setting is found and tidied too."""
+        return {"snapshots": self.snapshots_dir(spec) / LATEST, "repo": self.repo_dir(spec) / LATEST}
+
+    def latest_target(self, spec: RepoSpec, commit: str) -> str:
+        """What the `latest` link holds: relative, so the volume can be mounted anywhere."""
+        return commit if self.latest == "snapshots" else f"snapshots/{commit}"
+
+    def tree_file(self, spec: RepoSpec, commit: str) -> Path:
+        return self.repo_dir(spec) / "trees" / f"{commit}.json"
 
     # -- ours -------------------------------------------------------------------------------------
     def alias_link(self, spec: RepoSpec) -> Path | None:

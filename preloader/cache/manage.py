@@ -19,11 +19,11 @@ from pathlib import Path
 
 from ..errors import NotFoundError, TransientError
 from ..spec import RepoSpec
-from . import evict, locks, records
+from . import evict, locks, records, store, trees
 from .evict import Removal, RemovalReport
+from .integrity import SnapshotCheck, check_snapshot, drop_bad_files
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan, snapshot_blobs
 from .layout import Layout, parse_folder_name
-from .verify import SnapshotCheck, check_snapshot, drop_bad_files
 
 
 def _layout(target: Layout | str | Path) -> Layout:
@@ -110,14 +110,17 @@ def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub)
     check.missing = sorted(set(check.missing) | set(records.missing_on_disk(snapshot, wanted)) - set(check.corrupt)
                            - set(check.truncated))
     bad = check.broken
-    drop_bad_files(lay, spec, check)
+    stored = drop_bad_files(lay, spec, check)
     hub.fetch(spec, commit, [files[p] for p in bad if p in files])
+    for rel, entry in stored.items():  # the good bytes replace the damaged entry, for every repo linking it
+        store.publish(lay.blob(spec, files[rel].etag), entry.name, files[rel].size, lay.cache_dir)
     after = check_snapshot(lay, spec, commit)
     still = records.missing_on_disk(snapshot, wanted)
     if after.corrupt or after.truncated or still:
         raise TransientError(f"{spec}: repair did not fix {', '.join(after.corrupt + after.truncated + still)}")
     check.repaired = bad
     records.write(lay, spec, records.Record(commit, listing, dict(wanted)))
+    trees.write(lay, spec, commit, {path: f.tree_entry() for path, f in files.items()})
 
 
 def _held(lay: Layout, spec: RepoSpec, lock_timeout: float):
@@ -153,12 +156,9 @@ def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions
                                for r in repo.revisions if commits is None or r.commit in commits]
             continue
         with _held(lay, repo.spec, lock_timeout):
-            current = evict.scan_repo(lay, repo.path)
-            if current is None:
-                continue
-            report.removed += evict.remove_commits(lay, repo.path, commits, "requested")
-            after = evict.scan_repo(lay, repo.path)
-        report.freed += current.size - (after.size if after else 0)
+            removed, freed = evict.remove_commits(lay, repo.path, commits, "requested")
+        report.removed += removed
+        report.freed += freed
     return report
 
 
@@ -204,15 +204,13 @@ def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: 
     """Evict one snapshot (or, in a dry run, say so); the bytes that frees. A locked repo is skipped."""
     if report.dry_run:
         report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
-        freed = _exclusive_size(repo, rev, gone)
+        freed = _exclusive_size(lay, repo, rev, gone)
         gone.add(rev.commit)
     else:
         try:
             with locks.hold(lay.lock_file(repo.spec), timeout=0, what=str(repo.spec)):
-                before = (evict.scan_repo(lay, repo.path) or repo).size
-                report.removed += evict.remove_commits(lay, repo.path, {rev.commit}, reason)
-                after = evict.scan_repo(lay, repo.path)
-                freed = before - (after.size if after else 0)
+                removed, freed = evict.remove_commits(lay, repo.path, {rev.commit}, reason)
+            report.removed += removed
         except TransientError:
             report.skipped.append(f"{repo.repo_type} {repo.repo_id}@{rev.commit[:12]}: locked")
             return 0
@@ -221,7 +219,11 @@ def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: 
 
 
 def _clean_leftovers(lay: Layout, info: CacheInfo, grace: float, now: float, report: RemovalReport) -> None:
-    for path in evict.stale_leftovers(lay, info, grace, now):
+    """Partial downloads and temp files past `grace`; what other tools left of ours (dangling `latest`
+    and alias links, records of snapshots that are gone); blobs no snapshot links to any more."""
+    for repo in info.repos:
+        _collect_unused(lay, repo.spec, now - grace, report)
+    for path in evict.stale_leftovers(lay, info, grace, now) + evict.dangling(lay, info):
         if report.dry_run:
             report.leftovers.append(str(path))
             continue
@@ -238,6 +240,25 @@ def _clean_leftovers(lay: Layout, info: CacheInfo, grace: float, now: float, rep
         report.leftovers.append(str(path))
 
 
+def _collect_unused(lay: Layout, spec: RepoSpec, before: float, report: RemovalReport) -> None:
+    """Blobs no snapshot links to (what `hf cache rm` of a revision leaves while `latest` points there)."""
+    unused = evict.unused_blobs(lay, spec, older_than=before)
+    if not unused:
+        return
+    if report.dry_run:
+        report.leftovers += [str(blob) for blob in unused]
+        report.freed += sum(store.freed_with(blob, set(unused), lay.cache_dir) for blob in unused)
+        return
+    try:
+        with locks.hold(lay.lock_file(spec), timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
+            still = set(evict.unused_blobs(lay, spec, older_than=before))
+            report.freed += evict.collect_blobs(lay, spec, older_than=before)
+    except TransientError:
+        report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unused blobs: locked")
+        return
+    report.leftovers += [str(blob) for blob in unused if blob in still]
+
+
 def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:
     """The repo a leftover belongs to: `<cache>/<repo folder>/...` or `<state>/<kind>/<repo folder>/...`."""
     for base, depth in ((lay.state_dir, 1), (lay.cache_dir, 0)):  # the state dir may lie inside the cache
@@ -250,14 +271,15 @@ def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:
     return None
 
 
-def _exclusive_size(repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
+def _exclusive_size(lay: Layout, repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
     """Bytes only this revision uses among those not yet evicted (what evicting it frees), for dry runs."""
     mine = set(snapshot_blobs(rev.path).values())
     others = set()
     for other in repo.revisions:
         if other.commit != rev.commit and other.commit not in gone:
             others |= set(snapshot_blobs(other.path).values())
-    return sum(b.stat().st_size for b in mine - others if b.exists())
+    going = mine - others
+    return sum(store.freed_with(blob, going, lay.cache_dir) for blob in going)
 
 
 def _remove_path(path: Path) -> None:

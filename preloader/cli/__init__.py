@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -14,7 +15,29 @@ import click
 from .. import __version__, logs
 from ..config import secrets_in
 from ..errors import exit_codes
-from . import cache, preload
+
+# command name -> module in this package and the command's name there
+COMMANDS = {
+    "run": ("preload", "run"), "plan": ("preload", "plan"), "wait": ("preload", "wait"),
+    "warm": ("preload", "warm_command"), "ls": ("cache", "ls_command"), "status": ("cache", "status"),
+    "verify": ("cache", "verify"), "rm": ("cache", "rm_command"), "prune": ("cache", "prune"),
+    "doctor": ("cache", "doctor"),
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module when that command runs (or help lists it): a container's start runs
+    `preloader run` and should not load the cache-management commands as well."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
 
 HELP = """Preload Hugging Face models and datasets into a shared cache, then start the service.
 
@@ -23,15 +46,11 @@ Exit codes:
 """ + "\n".join(f"  {code:<8}{meaning}" for code, meaning in exit_codes())
 
 
-@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, help=HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="preloader")
 def cli():
     pass
-
-
-for command in (preload.run, preload.plan, preload.wait, preload.warm_command, cache.ls_command, cache.status,
-                cache.verify, cache.rm_command, cache.prune, cache.doctor):
-    cli.add_command(command)
 
 
 class _Redacting:

@@ -46,7 +46,7 @@ class DurationType(click.ParamType):
 
 
 SIZE, DURATION = SizeType(), DurationType()
-CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "log_format", "log_level", "debug")
+CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "latest", "log_format", "log_level", "debug")
 HUB_SETTINGS = ("user", "token", "token_file", "endpoint", "lock_timeout", "retries", "workers", "transfer",
                 "connections", "parallel_threshold", "read_timeout")
 

@@ -10,7 +10,6 @@ import click
 
 from ..api import warm
 from ..preloading import entrypoint
-from ..preloading.plan import describe
 from ..spec import parse_specs
 from .base import CACHE_SETTINGS, load_settings, reports_errors, settings_options
 
@@ -41,6 +40,7 @@ def run(command, **flags):
 @reports_errors
 def plan(command, **flags):
     """Print the resolved plan as JSON: no network, no writes. The token shows only as set/unset."""
+    from ..preloading.plan import describe
     click.echo(json.dumps(describe(load_settings(flags), list(command)), indent=2))
 
 

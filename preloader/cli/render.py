@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-from ..cache.manage import CacheInfo, RemovalReport, SnapshotCheck, SnapshotStatus
-from ..doctor import Check
 from ..units import human_size
+
+if TYPE_CHECKING:  # the types only: doctor's probes and the cache API load when their command runs
+    from ..cache.manage import CacheInfo, RemovalReport, SnapshotCheck, SnapshotStatus
+    from ..doctor import Check
 
 
 def _iso(ts: float | None) -> str | None:

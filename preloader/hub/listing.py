@@ -16,7 +16,21 @@ class RemoteFile:
     path: str
     size: int
     etag: str  # sha256 for LFS files, git blob id otherwise: also the blob's file name
-    xet: bool = False
+    blob_id: str = ""  # the git blob id, LFS or not
+    xet_hash: str | None = None  # set when the hub serves the file through Xet
+
+    @property
+    def xet(self) -> bool:
+        return self.xet_hash is not None
+
+    def tree_entry(self) -> dict:
+        """The file as huggingface_hub 2.x's `trees/<commit>.json` lists it."""
+        entry: dict = {"size": self.size, "blob_id": self.blob_id}
+        if self.etag != self.blob_id:  # an LFS file: its etag is the sha256
+            entry.update(lfs_sha256=self.etag, lfs_size=self.size)
+        if self.xet_hash is not None:
+            entry["xet_hash"] = self.xet_hash
+        return entry
 
 
 def resolve_url(endpoint: str, spec: RepoSpec, commit: str, path: str) -> str:
@@ -29,12 +43,13 @@ def listed_file(item: object) -> RemoteFile | None:
     """A file of a tree listing (`oid`: git blob id; `lfs.oid`: sha256), or None if it is malformed."""
     if not isinstance(item, dict) or item.get("type", "file") != "file":
         return None
-    lfs = item.get("lfs")
-    etag = lfs.get("oid") if isinstance(lfs, dict) else item.get("oid")
+    lfs, oid, xet_hash = item.get("lfs"), item.get("oid"), item.get("xetHash")
+    etag = lfs.get("oid") if isinstance(lfs, dict) else oid
     path, size = item.get("path"), item.get("size")
     if not isinstance(path, str) or not isinstance(etag, str) or not isinstance(size, int) or isinstance(size, bool):
         return None
-    return RemoteFile(path, size, etag.lower(), xet=bool(item.get("xetHash")))
+    return RemoteFile(path, size, etag.lower(), blob_id=oid.lower() if isinstance(oid, str) else "",
+                      xet_hash=xet_hash.lower() if isinstance(xet_hash, str) and xet_hash else None)
 
 
 def check_listing(spec: RepoSpec, commit: str, files: dict[str, RemoteFile]) -> None:

@@ -13,17 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..cache import atomic, locks, records
-from ..cache.inventory import free_space
+from ..cache import atomic, locks, records, trees
 from ..cache.layout import PARTIAL_SUFFIX, Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
 from ..errors import ConfigError, DiskError, NotFoundError, TransientError
 from ..logs import Clock, event
 from ..spec import RepoSpec
-from .progress import Progress
+from .deadline import Deadline
 from .results import PreloadResult
-from .retry import Deadline, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +70,7 @@ class Preloader:
         if pending:
             self.require_writable(pending)
             total = self.preflight(pending)
+            from .progress import Progress  # downloading from here on: what a cached start never needs
             with Progress(total, tty=self.progress) as progress:
                 done = {id(p): self.download(p, progress) for p in pending}
             outcomes = [done[id(o)] if isinstance(o, Pending) else o for o in outcomes]
@@ -81,14 +80,21 @@ class Preloader:
         return outcomes
 
     def link_latest(self, results: list[PreloadResult]) -> None:
-        """`latest` follows the repo's first entry in the plan."""
+        """`latest` follows the repo's first entry in the plan, where PRELOADER_LATEST puts it; a link an
+        earlier placement left elsewhere goes."""
         linked: set[tuple[str, str]] = set()
         for result in results:
-            key = (result.repo_type, result.repo_id)
-            if key not in linked:
-                linked.add(key)
-                self.optional.write("the `latest` link", atomic.symlink, result.commit,
-                                    self.layout.latest_link(RepoSpec(*key)), root=self.layout.cache_dir)
+            spec = RepoSpec(result.repo_type, result.repo_id)
+            if (spec.repo_type, spec.repo_id) in linked:
+                continue
+            linked.add((spec.repo_type, spec.repo_id))
+            for place, link in self.layout.latest_links(spec).items():
+                if place == self.layout.latest:
+                    self.optional.write("the `latest` link", atomic.symlink,
+                                        self.layout.latest_target(spec, result.commit), link,
+                                        root=self.layout.cache_dir)
+                elif link.is_symlink():
+                    self.optional.write("the `latest` link", link.unlink)
 
     def state(self, spec: RepoSpec, commit: str | None = None) -> Completeness:
         """What `commit` (default: what the request means locally) lacks for this plan's selection."""
@@ -108,6 +114,7 @@ class Preloader:
             raise TransientError(f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache "
                                  f"and offline mode is on ({s.offline_source}): {cached.detail}")
         from ..hub.errors import HubUnreachable  # the hub client's modules: not on a cached start
+        from .retry import retrying
 
         # With a complete snapshot at hand, one failed lookup is enough to start from it:
         # a cold start should not spend minutes retrying a hub it does not need.
@@ -150,6 +157,8 @@ class Preloader:
                 if not blob.exists():
                     needed[str(blob)] = f.size
         total = sum(needed.values())
+        from ..cache.inventory import free_space  # downloading from here on
+
         free = free_space(self.settings.cache_dir)
         margin = self.settings.min_free
         if free is not None and total + margin > free:
@@ -169,6 +178,8 @@ class Preloader:
 
     def fetch(self, p: Pending, progress) -> int:
         """Download the wanted files not yet on disk and record the snapshot complete; return bytes fetched."""
+        from .retry import retrying
+
         spec, commit = p.spec, p.commit
         todo = p.missing(self.layout)
         total = sum(f.size for f in todo)
@@ -193,6 +204,7 @@ class Preloader:
         record.listing = {path: f.size for path, f in p.files.items()}
         record.complete.update(p.wanted)
         records.write(self.layout, spec, record)
+        trees.write(self.layout, spec, commit, {path: f.tree_entry() for path, f in p.files.items()})
         records.clear_started(self.layout, spec, commit)
         secs = clock.seconds()
         event(logger, "fetch.done", repo=spec.repo_id, rev=spec.revision, commit=commit, files=len(todo),

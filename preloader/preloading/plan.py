@@ -17,7 +17,7 @@ def describe(settings: Settings, command: list[str]) -> dict:
             "revision": spec.revision,
             "pinned": spec.is_commit,
             "repo_dir": str(layout.repo_dir(spec)),
-            "latest": str(layout.latest_link(spec)),
+            "latest": str(layout.latest_link(spec)) if layout.latest_link(spec) else None,
             "alias": str(alias) if alias else None,
         })
     return {

@@ -6,7 +6,6 @@ The `Retrying` object is built at run time from settings, so tests can inject
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -32,6 +31,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # an HTTP-date: rare, and email's import is not free
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -89,13 +90,3 @@ def retrying(
         before_sleep=before_sleep,
     )
 
-
-class Deadline:
-    """Seconds left until an optional overall deadline."""
-
-    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.end = None if not seconds else clock() + seconds
-
-    def left(self) -> float | None:
-        return None if self.end is None else self.end - self.clock()

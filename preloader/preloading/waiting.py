@@ -10,9 +10,9 @@ from ..cache import atomic, locks, records
 from ..config import Settings
 from ..errors import TransientError
 from ..logs import Clock, event
+from .deadline import Deadline
 from .engine import check_requested
 from .results import PreloadResult
-from .retry import Deadline
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ file name is its etag, so no network call is needed to check.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..spec import RepoSpec
-from . import hashing, records
+from . import hashing, records, store
 from .inventory import snapshot_blobs
 from .layout import Layout
 
@@ -57,12 +58,19 @@ def check_snapshot(layout: Layout, spec: RepoSpec, commit: str) -> SnapshotCheck
     return result
 
 
-def drop_bad_files(layout: Layout, spec: RepoSpec, check: SnapshotCheck) -> None:
-    """Delete the bad blobs and their snapshot links so a fetch brings them back."""
+def drop_bad_files(layout: Layout, spec: RepoSpec, check: SnapshotCheck) -> dict[str, Path]:
+    """Delete the bad blobs and their snapshot links so a fetch brings them back. A blob that links into
+    the shared store loses only its link (other repos may link the entry too): {file: store entry} for
+    those, for `store.publish` once the good bytes are back."""
     snapshot = layout.snapshot_dir(spec, check.commit)
     blobs = snapshot_blobs(snapshot)
+    stored: dict[str, Path] = {}
     for rel in check.broken:
         blob = blobs.get(rel)
         if blob is not None and blob.parent == layout.blobs_dir(spec):
+            entry = store.target(blob, layout.cache_dir)
+            if entry is not None:
+                stored[rel] = entry
             blob.unlink(missing_ok=True)
         (snapshot / rel).unlink(missing_ok=True)
+    return stored
