@@ -4,6 +4,8 @@ Layout (what olah's ``mirrors-path`` expects)::
 
     <root>/mirrors/models/org/tiny-model
     <root>/mirrors/models/org/second-model
+    <root>/mirrors/models/org/tiny-model-fork
+    <root>/mirrors/models/org/big-model
     <root>/mirrors/datasets/org/tiny-data
 
 Weights are real BERT checkpoints (loadable with ``transformers.BertModel``)
@@ -249,6 +251,12 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
         }
     )
     r.commit("initial second model", 0)
+
+    # org/tiny-model-fork: a re-upload of tiny-model's weights under another name (as forks and mirrors
+    # do): its model.safetensors and config.json are byte for byte tiny-model's main.
+    r = _Repo(m, "model", "org/tiny-model-fork", lfs)
+    r.write({**attrs, "README.md": _card("tiny-model-fork", "The same weights, re-uploaded."), **bert_files(0)})
+    r.commit("fork of tiny model", 0)
 
     # org/big-model: one 12 MiB LFS file, big enough for several 1 MiB ranges, so resume and
     # multi-connection transfers can be seen; plus a small config.

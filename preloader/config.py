@@ -72,6 +72,14 @@ OPTIONS: tuple[Option, ...] = (
            "Where the stable `latest` link of each repo lives: snapshots (<repo>/snapshots/latest, what "
            "services reference), repo (<repo>/latest: invisible to `hf cache`), or off.",
            default="snapshots", kind="choice", choices=LATEST_PLACES),
+    Option("prepare_datasets", "PRELOADER_PREPARE_DATASETS", "--prepare-datasets",
+           "After the preload, prepare each dataset with the `datasets` package (from the files in the cache) so "
+           "that load_dataset(\"user/name\") works offline; the service gets HF_DATASETS_CACHE.",
+           default="0", kind="bool"),
+    Option("datasets_cache", "PRELOADER_DATASETS_CACHE", "--datasets-cache",
+           "Where --prepare-datasets keeps the prepared datasets (HF_DATASETS_CACHE), on the shared volume.",
+           default="`$HF_HOME/datasets` beside a cache dir named `hub`, else `<state dir>/datasets`",
+           fallbacks=("HF_DATASETS_CACHE",)),
     Option("endpoint", "HF_ENDPOINT", "--endpoint",
            "Hub or mirror URL.", default=DEFAULT_ENDPOINT),
     Option("include", "PRELOADER_INCLUDE", "--include",
@@ -170,6 +178,7 @@ class Settings:
     dtype: Dtype | None = None
     offline: bool = False
     offline_source: str | None = None
+    prepare_datasets: bool = False
     require_repos: bool = False
     service_offline: bool = True
     export_token: bool = False
@@ -371,7 +380,8 @@ class _Loader:
             user=user,
             token=token,
             token_source=token_source,
-            layout=Layout.build(cache_dir, self.value("state_dir"), self.value("link_root"), self.value("latest")),
+            layout=Layout.build(cache_dir, self.value("state_dir"), self.value("link_root"), self.value("latest"),
+                                self.value("datasets_cache")),
             cache_dir_source=cache_source,
             endpoint=self.endpoint(),
             include=self.value("include") or (),
@@ -399,5 +409,5 @@ class _Loader:
 
 # Settings whose parsed value goes into Settings as it is.
 _PLAIN = ("lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections", "parallel_threshold",
-          "min_free", "warm", "warm_lock", "require_repos", "service_offline", "export_token", "log_format",
-          "log_level", "debug")
+          "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos", "service_offline", "export_token",
+          "log_format", "log_level", "debug")

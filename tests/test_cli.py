@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
-from preloader.cli import cli
+from preloader.cli import COMMANDS, cli
 from preloader.config import OPTIONS
 
 
@@ -33,11 +33,11 @@ def test_readme_table_matches_settings():
     assert readme_settings_rows() == expected
 
 
-@pytest.mark.parametrize("command", sorted(cli.commands))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
-    first_line = cli.commands[command].help.split("\n")[0]
+    first_line = cli.get_command(None, command).help.split("\n")[0]
     assert " ".join(first_line.split()) in " ".join(result.output.split())
 
 
@@ -47,6 +47,11 @@ def test_every_setting_has_a_flag_in_help(command):
     for option in OPTIONS:
         assert option.flag in result.output
         assert option.env in result.output
+
+
+def test_help_lists_every_command():
+    output = CliRunner().invoke(cli, ["--help"]).output
+    assert all(f"  {name} " in output for name in COMMANDS)
 
 
 def test_usage_error_is_exit_2():

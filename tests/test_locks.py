@@ -6,7 +6,7 @@ import pytest
 
 from preloader.cache import locks
 from preloader.errors import TransientError
-from preloader.preloading.retry import Deadline
+from preloader.preloading.deadline import Deadline
 
 
 def test_still_waiting_lines_then_acquire(tmp_path, caplog):

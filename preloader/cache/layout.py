@@ -17,6 +17,7 @@
 <state>/transfers/models--org--name/<etag>.json       which ranges of a partial blob are on disk, ours
 <state>/manifests/<plan key>.json                     the manifest handed to a service, ours
 <link-root>/model/org/name/<revision>                 -> the snapshot, ours
+<datasets cache>/...                                  `datasets`' prepared copies (--prepare-datasets)
 ```
 Pure path arithmetic: nothing here touches the disk.
 """
@@ -73,14 +74,18 @@ class Layout:
     state_dir: Path
     link_root: Path | None = None
     latest: LatestPlace = "snapshots"
+    datasets_cache: Path | None = None  # `datasets`' own prepared copies (HF_DATASETS_CACHE)
 
     @classmethod
-    def build(cls, cache_dir: str | Path, state_dir: str | Path | None = None,
-              link_root: str | Path | None = None, latest: LatestPlace = "snapshots") -> Layout:
-        """The one way to a Layout: absolute paths, the state dir and link root defaulting as documented."""
+    def build(cls, cache_dir: str | Path, state_dir: str | Path | None = None, link_root: str | Path | None = None,
+              latest: LatestPlace = "snapshots", datasets_cache: str | Path | None = None) -> Layout:
+        """The one way to a Layout: absolute paths; the state dir, link root and datasets cache defaulting
+        as documented."""
         cache = absolute(cache_dir)
         state = absolute(state_dir) if state_dir else default_state_dir(cache)
-        return cls(cache, state, absolute(link_root) if link_root else state / "links", latest)
+        home = cache.parent if cache.name == "hub" else None
+        datasets = absolute(datasets_cache) if datasets_cache else (home or state) / "datasets"
+        return cls(cache, state, absolute(link_root) if link_root else state / "links", latest, datasets)
 
     @property
     def hf_home(self) -> Path | None:

@@ -176,7 +176,7 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
     info = scan(lay)
     report = RemovalReport(dry_run=dry_run)
     size = info.size
-    gone: set[str] = set()  # what a dry run has evicted so far, so shared blobs are counted when freed
+    gone: set[Path] = set()  # the snapshots a dry run has evicted so far: what they shared counts once freed
     for used, repo, rev in _eviction_order(lay, info, keep, keep_last):
         too_old = older_than is not None and now - used > older_than
         too_big = max_size is not None and size > max_size
@@ -200,12 +200,12 @@ def _eviction_order(lay: Layout, info: CacheInfo, keep: Iterable[RepoSpec], keep
 
 
 def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: RemovalReport,
-           gone: set[str]) -> int:
+           gone: set[Path]) -> int:
     """Evict one snapshot (or, in a dry run, say so); the bytes that frees. A locked repo is skipped."""
     if report.dry_run:
         report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
         freed = _exclusive_size(lay, repo, rev, gone)
-        gone.add(rev.commit)
+        gone.add(rev.path)
     else:
         try:
             with locks.hold(lay.lock_file(repo.spec), timeout=0, what=str(repo.spec)):
@@ -271,15 +271,17 @@ def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:
     return None
 
 
-def _exclusive_size(lay: Layout, repo: RepoInfo, rev: RevisionInfo, gone: set[str]) -> int:
-    """Bytes only this revision uses among those not yet evicted (what evicting it frees), for dry runs."""
+def _exclusive_size(lay: Layout, repo: RepoInfo, rev: RevisionInfo, gone: set[Path]) -> int:
+    """What evicting this snapshot frees once the snapshots in `gone` are evicted too (dry runs): blobs no
+    other remaining snapshot of the repo links, and store entries whose every link is going."""
     mine = set(snapshot_blobs(rev.path).values())
     others = set()
     for other in repo.revisions:
-        if other.commit != rev.commit and other.commit not in gone:
+        if other.path != rev.path and other.path not in gone:
             others |= set(snapshot_blobs(other.path).values())
     going = mine - others
-    return sum(store.freed_with(blob, going, lay.cache_dir) for blob in going)
+    everything_going = going | {blob for path in gone for blob in snapshot_blobs(path).values()}
+    return sum(store.freed_with(blob, everything_going, lay.cache_dir) for blob in going)
 
 
 def _remove_path(path: Path) -> None:

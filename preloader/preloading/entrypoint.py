@@ -35,6 +35,10 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
         from ..api import warm_results
 
         warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
+    if settings.prepare_datasets:
+        from .datasets import prepare
+
+        prepare(settings, results, environ)
     signals.uninstall()
     if command:
         hand_over(settings, results, command, environ)

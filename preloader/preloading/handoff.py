@@ -82,6 +82,8 @@ def service_env(
         env.pop("HF_HUB_OFFLINE", None)
     if settings.endpoint:
         env["HF_ENDPOINT"] = settings.endpoint
+    if settings.prepare_datasets:  # where `datasets` finds what was prepared for it
+        env["HF_DATASETS_CACHE"] = str(settings.layout.datasets_cache)
     if settings.export_token and settings.token:
         env["HF_TOKEN"] = settings.token
     for kind, var in (("model", "PRELOADER_MODEL_PATH"), ("dataset", "PRELOADER_DATASET_PATH")):

@@ -1,0 +1,150 @@
+"""The cache huggingface_hub 2.x writes, and its own tools and consumers on the caches we write.
+
+No Xet server runs here (olah serves no Xet files), so the caches that a Xet download leaves are built
+with huggingface_hub's own `publish_blob_to_shared_store`: every LFS blob moves into the cache-wide
+store, keyed by its sha256, and the repo's `blobs/<etag>` becomes a link to it, as after a Xet download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import preloader_env, run_preloader
+
+MODEL, FORK, BIG, DATA = "org/tiny-model", "org/tiny-model-fork", "org/big-model", "org/tiny-data"
+HF = str(Path(sys.executable).parent / "hf")
+
+
+def to_store(cache: Path) -> int:
+    """Move every LFS blob (64-hex etag) into the shared store; identical files of several repos share an entry."""
+    from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
+
+    moved = 0
+    for blob in sorted(cache.glob("*--*/blobs/*")):
+        if re.fullmatch(r"[0-9a-f]{64}", blob.name) and not blob.is_symlink():
+            assert publish_blob_to_shared_store(blob_path=str(blob), xet_hash=blob.name, cache_dir=cache,
+                                                expected_size=blob.stat().st_size)
+            moved += 1
+    return moved
+
+
+def payload(cache: Path) -> int:
+    """Bytes of blob content on disk, each file once: repo blobs of their own and store entries."""
+    total = 0
+    for path in cache.rglob("*"):
+        if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", path.name) and path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+    return total
+
+
+def du(path: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def preloader_json(args, env) -> dict:
+    proc = run_preloader([*args, "--json"], env)
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def stored(hub, cache):
+    """tiny-model and its fork (same weights) and big-model, preloaded, then moved into the shared store."""
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},{FORK},{BIG}")
+    assert run_preloader(["run"], env).returncode == 0
+    assert to_store(cache) == 3  # big-model's weights, and one entry for tiny-model's and the fork's
+    return env
+
+
+def test_ls_counts_each_store_entry_once_as_huggingface_hub_does(stored, cache):
+    from huggingface_hub import scan_cache_dir
+
+    hf = scan_cache_dir(cache)
+    ours = preloader_json(["ls"], stored)
+    assert ours["totals"]["size"] == hf.size_on_disk == payload(cache)
+    assert {r["repo"]: r["size"] for r in ours["repos"]} == {r.repo_id: r.size_on_disk for r in hf.repos}
+    assert hf.warnings == []
+
+
+def test_rm_frees_a_store_entry_with_its_last_link_and_reports_what_left_the_disk(stored, cache):
+    from huggingface_hub.utils._shared_blobs import unreferenced_shared_blobs
+
+    shared = next(e for e in cache.glob("blobs/??/*[0-9a-f]") if e.stat().st_size < 1024 * 1024)
+    size = shared.stat().st_size  # the weights tiny-model and its fork share
+    before, du_before = payload(cache), du(cache)
+    report = preloader_json(["rm", FORK, "--yes"], stored)
+    assert shared.exists()  # tiny-model still links it
+    assert report["freed"] == before - payload(cache) < size
+    middle = payload(cache)
+    report = preloader_json(["rm", MODEL, "--yes"], stored)
+    assert not shared.exists()  # its last link went: so did the entry
+    assert report["freed"] == middle - payload(cache) > size
+    assert preloader_json(["ls"], stored)["totals"]["size"] == payload(cache)
+    assert du(cache) <= du_before - (before - payload(cache))
+    assert unreferenced_shared_blobs(cache) == {}  # `hf cache prune` finds nothing left behind
+
+
+def test_rm_of_each_repo_reports_exactly_the_bytes_freed(stored, cache):
+    for repo in (FORK, BIG, MODEL):
+        before = payload(cache)
+        report = preloader_json(["rm", repo, "--yes"], stored)
+        assert report["freed"] == before - payload(cache), repo
+    assert payload(cache) == 0 and not list(cache.glob("blobs/??/*[0-9a-f]"))
+
+
+def test_prune_dry_run_predicts_what_prune_frees(stored, cache):
+    planned = preloader_json(["prune", "--max-size", "0", "--dry-run"], stored)
+    before = payload(cache)
+    done = preloader_json(["prune", "--max-size", "0"], stored)
+    assert planned["freed"] == done["freed"] == before - payload(cache) == before
+
+
+def test_verify_follows_links_into_the_store_and_repair_mends_the_entry_for_every_repo(stored, cache, mirrors):
+    entry = next(e for e in cache.glob("blobs/??/*[0-9a-f]") if e.stat().st_size < 1024 * 1024)
+    good = entry.read_bytes()
+    entry.chmod(0o644)
+    entry.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])
+    proc = run_preloader(["verify", "--json"], stored)
+    assert proc.returncode == 1
+    broken = {s["repo_id"]: s["corrupt"] for s in json.loads(proc.stdout)["snapshots"] if s["corrupt"]}
+    assert broken == {MODEL: ["model.safetensors"], FORK: ["model.safetensors"]}
+    proc = run_preloader(["verify", "--repair", MODEL], stored)
+    assert proc.returncode == 0, proc.stderr
+    assert hashlib.sha256(entry.read_bytes()).hexdigest() == entry.name  # the entry itself holds good bytes again
+    assert run_preloader(["verify"], stored).returncode == 0  # the fork too, through the same entry
+    link = cache / "models--org--tiny-model" / "blobs" / entry.name
+    assert link.is_symlink() and link.resolve() == entry.resolve()  # still one copy, in the store
+    ours = preloader_json(["ls"], stored)
+    assert ours["totals"]["size"] == payload(cache)
+
+
+def test_our_transfer_and_store_entries_live_side_by_side(stored, cache, hub, mirrors):
+    """A revision whose weights are in the store and whose other files are ours: a re-run fetches nothing,
+    a lost small file is fetched alone, and the consumers read both kinds."""
+    commit = mirrors.sha("model", MODEL, "main")
+    snapshot = cache / "models--org--tiny-model" / "snapshots" / commit
+    (snapshot / "config.json").resolve().unlink()  # its blob (ours, not in the store) and its link
+    (snapshot / "config.json").unlink()
+    hub.reset()
+    assert run_preloader(["run"], stored).returncode == 0
+    fetched = [r.path for r in hub.requests(method="GET") if "/resolve/" in r.path]
+    assert fetched == [f"/org/tiny-model/resolve/{commit}/config.json"]
+    code = ("import sys; from transformers import AutoModel; "
+            "AutoModel.from_pretrained(sys.argv[1], local_files_only=True); print('loaded')")
+    env = stored | {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, MODEL], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "loaded", proc.stderr
+
+
+def test_doctor_says_whether_the_store_is_on(stored, cache, tmp_path):
+    checks = {c["name"]: c for c in preloader_json(["doctor"], stored)["checks"]}
+    assert checks["shared blob store"]["detail"].startswith("on: 2 entries")
+    other = stored | {"PRELOADER_CACHE_DIR": str(tmp_path / "empty" / "hub")}
+    checks = {c["name"]: c for c in preloader_json(["doctor"], other)["checks"]}
+    assert checks["shared blob store"]["detail"].startswith("not created yet")
