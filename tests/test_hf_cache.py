@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -148,3 +149,95 @@ def test_doctor_says_whether_the_store_is_on(stored, cache, tmp_path):
     other = stored | {"PRELOADER_CACHE_DIR": str(tmp_path / "empty" / "hub")}
     checks = {c["name"]: c for c in preloader_json(["doctor"], other)["checks"]}
     assert checks["shared blob store"]["detail"].startswith("not created yet")
+
+
+def hf(*args: str, env: dict, seed: str = "0") -> subprocess.CompletedProcess:
+    """The `hf` CLI; PYTHONHASHSEED fixed, since `hf cache rm`'s outcome can depend on set order."""
+    return subprocess.run([HF, *args], env=env | {"PYTHONHASHSEED": seed}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def hf_revisions(cache: Path) -> dict[str, set[str]]:
+    from huggingface_hub import scan_cache_dir
+
+    return {r.repo_id: {rev.commit_hash for rev in r.revisions} for r in scan_cache_dir(cache).repos}
+
+
+def our_revisions(env: dict) -> dict[str, set[str]]:
+    return {r["repo"]: {rev["commit"] for rev in r["revisions"]} for r in preloader_json(["ls"], env)["repos"]}
+
+
+def test_after_hf_cache_rm_of_a_revision_prune_tidies_and_run_fetches_only_what_went(hub, cache, mirrors):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},{MODEL}:dev")
+    assert run_preloader(["run"], env).returncode == 0
+    dev, main = mirrors.sha("model", MODEL, "dev"), mirrors.sha("model", MODEL, "main")
+    proc = hf("cache", "rm", dev, "-y", "--cache-dir", str(cache), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert our_revisions(env) == {MODEL: {main}}  # ls tells the truth at once
+    assert run_preloader(["status", f"{MODEL}:dev"], env).returncode == 1
+    state = cache.parent / "preloader"
+    assert (state / "complete" / "models--org--tiny-model" / f"{dev}.json").exists()  # ours, stale now
+    report = preloader_json(["prune", "--grace", "0s"], env)
+    assert str(state / "complete" / "models--org--tiny-model" / f"{dev}.json") in report["leftovers"]
+    assert str(state / "links" / "model" / MODEL / "dev") in report["leftovers"]  # the alias dangled
+    assert not (state / "links" / "model" / MODEL / "dev").is_symlink()
+    hub.reset()
+    assert run_preloader(["run"], env).returncode == 0
+    fetched = sorted(r.path.rsplit("/", 1)[1] for r in hub.requests(method="GET") if "/resolve/" in r.path)
+    dev_files, main_files = mirrors.files("model", MODEL, "dev"), mirrors.files("model", MODEL, "main")
+    assert fetched == sorted(p for p in dev_files if main_files.get(p) != dev_files[p])  # only what was gone
+    assert run_preloader(["verify"], env).returncode == 0
+
+
+def test_after_hf_cache_rm_of_a_repo_prune_leaves_a_cache_every_tool_reads(hub, cache):
+    """With `latest` under snapshots/, `hf cache rm <repo>` (huggingface_hub 2.4) can keep the repo folder
+    with a dangling `latest`, and then every `hf cache` command fails; `preloader prune` repairs that."""
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},{MODEL}:dev,{FORK}",
+                        RUNPOD_HUGGINGFACE_DATASET=f"{DATA}:v1.0")
+    assert run_preloader(["run"], env).returncode == 0
+    assert hf("cache", "rm", f"model/{MODEL}", "-y", "--cache-dir", str(cache), env=env).returncode == 0
+    report = preloader_json(["prune", "--grace", "0s"], env)
+    assert report["skipped"] == []
+    listed = hf("cache", "ls", "--revisions", "--cache-dir", str(cache), "--format", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    hf_view = {repo: revs - {"latest"} for repo, revs in hf_revisions(cache).items()}
+    assert {repo: revs for repo, revs in hf_view.items() if revs} == our_revisions(env)
+    assert MODEL not in our_revisions(env)
+    assert run_preloader(["run"], env).returncode == 0  # and everything comes back
+    assert run_preloader(["verify"], env).returncode == 0
+    assert run_preloader(["status", MODEL, f"{MODEL}:dev", FORK], env).returncode == 0
+
+
+def test_latest_at_the_repo_root_is_invisible_to_hf_cache(hub, cache, mirrors):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},{FORK}")
+    assert run_preloader(["run"], env).returncode == 0  # the default: snapshots/latest
+    repo = cache / "models--org--tiny-model"
+    assert os.readlink(repo / "snapshots" / "latest") == mirrors.sha("model", MODEL, "main")
+    env["PRELOADER_LATEST"] = "repo"
+    assert run_preloader(["run"], env).returncode == 0
+    assert not (repo / "snapshots" / "latest").exists()  # moved: the old placement is tidied away
+    assert os.readlink(repo / "latest") == f"snapshots/{mirrors.sha('model', MODEL, 'main')}"
+    assert (repo / "latest" / "config.json").is_file()
+    assert "latest" not in set().union(*hf_revisions(cache).values())
+    proc = hf("cache", "prune", "--dry-run", "--cache-dir", str(cache), env=env)
+    assert proc.returncode == 0 and "Nothing to prune" in proc.stdout + proc.stderr
+    assert preloader_json(["ls"], env)["repos"][0]["latest"] == mirrors.sha("model", MODEL, "main")
+    for seed in ("0", "1"):  # whatever set order huggingface_hub happens to use
+        assert hf("cache", "rm", f"model/{MODEL}", "-y", "--cache-dir", str(cache), env=env, seed=seed).returncode == 0
+        assert not repo.exists()
+        assert run_preloader(["run"], env).returncode == 0
+    env["PRELOADER_LATEST"] = "off"
+    assert run_preloader(["run"], env).returncode == 0
+    assert not (repo / "latest").exists() and not (repo / "snapshots" / "latest").exists()
+
+
+def test_hf_cache_prune_of_latest_links_is_mended_by_the_next_run(hub, cache, mirrors):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
+    assert run_preloader(["run"], env).returncode == 0
+    assert hf("cache", "prune", "-y", "--cache-dir", str(cache), env=env).returncode == 0
+    assert preloader_json(["ls"], env)["repos"][0]["latest"] is None  # the truth: it is gone
+    assert run_preloader(["status", MODEL], env).returncode == 0  # the snapshot itself is untouched
+    hub.reset()
+    assert run_preloader(["run"], env).returncode == 0
+    assert os.readlink(cache / "models--org--tiny-model" / "snapshots" / "latest") == mirrors.sha("model", MODEL, "main")
+    assert not [r for r in hub.requests() if "/resolve/" in r.path]
