@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import preloader_env, run_preloader
+from conftest import ROOT, preloader_env, run_preloader
 
 MODEL, FORK, BIG, DATA = "org/tiny-model", "org/tiny-model-fork", "org/big-model", "org/tiny-data"
 HF = str(Path(sys.executable).parent / "hf")
@@ -241,3 +241,81 @@ def test_hf_cache_prune_of_latest_links_is_mended_by_the_next_run(hub, cache, mi
     assert run_preloader(["run"], env).returncode == 0
     assert os.readlink(cache / "models--org--tiny-model" / "snapshots" / "latest") == mirrors.sha("model", MODEL, "main")
     assert not [r for r in hub.requests() if "/resolve/" in r.path]
+
+
+def python(code: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+
+
+def test_tree_listing_is_huggingface_hubs_own_and_tells_partial_from_complete(hub, cache, mirrors, tmp_path):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
+    assert run_preloader(["run"], env).returncode == 0
+    commit = mirrors.sha("model", MODEL, "main")
+    ours = cache / "models--org--tiny-model" / "trees" / f"{commit}.json"
+    theirs_cache = tmp_path / "theirs"
+    proc = python("import sys; from huggingface_hub import snapshot_download; "
+                  "snapshot_download(sys.argv[1], cache_dir=sys.argv[2])", env | {"HF_ENDPOINT": hub.url},
+                  MODEL, str(theirs_cache))
+    assert proc.returncode == 0, proc.stderr
+    assert ours.read_bytes() == (theirs_cache / "models--org--tiny-model" / "trees" / f"{commit}.json").read_bytes()
+    offline = env | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    consumers = ("import sys; from huggingface_hub import hf_hub_download, snapshot_download; "
+                 "print(snapshot_download(sys.argv[1], local_files_only=True)); "
+                 "print(hf_hub_download(sys.argv[1], 'config.json'))")
+    proc = python(consumers, offline, MODEL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(cache / "models--org--tiny-model" / "snapshots" / commit),
+                                   str(cache / "models--org--tiny-model" / "snapshots" / commit / "config.json")]
+    (cache / "models--org--tiny-model" / "snapshots" / commit / "README.md").unlink()
+    proc = python(consumers, offline, MODEL)
+    assert proc.returncode != 0 and "IncompleteSnapshotError" in proc.stderr and "README.md" in proc.stderr
+
+
+def test_an_include_preload_starts_a_consumer_asking_for_the_same_files(hub, cache):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL="org/second-model", PRELOADER_INCLUDE="*.json,sub/")
+    assert run_preloader(["run"], env).returncode == 0
+    offline = env | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    code = ("import sys, json; from huggingface_hub import snapshot_download; "
+            "snapshot_download(sys.argv[1], allow_patterns=json.loads(sys.argv[2])); print('ok')")
+    proc = python(code, offline, "org/second-model", '["*.json", "sub/*"]')
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    proc = python(code.replace("allow_patterns=json.loads(sys.argv[2])", ""), offline, "org/second-model")
+    assert proc.returncode != 0 and "IncompleteSnapshotError" in proc.stderr  # the weights were left out: true
+
+
+def test_hf_cli_on_a_preloaded_cache_verifies_and_downloads_nothing(hub, cache):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},{MODEL}:dev",
+                        RUNPOD_HUGGINGFACE_DATASET=f"{DATA}:v1.0")
+    assert run_preloader(["run"], env).returncode == 0
+    env = env | {"HF_HUB_CACHE": str(cache)}
+    for args in ([MODEL], [MODEL, "--revision", "dev"], [DATA, "--repo-type", "dataset", "--revision", "v1.0"]):
+        proc = hf("cache", "verify", *args, "--cache-dir", str(cache), env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    hub.reset()
+    proc = hf("download", MODEL, "--cache-dir", str(cache), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [r for r in hub.requests(method="GET") if "/resolve/" in r.path] == []  # no file bytes sent
+    assert sum(r.body_bytes for r in hub.requests() if "/resolve/" in r.path) == 0
+
+
+def test_datasets_load_a_preloaded_dataset_offline_by_path_and_by_name(hub, cache, mirrors):
+    pytest.importorskip("datasets")
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_DATASET=f"{DATA}:v1.0", PRELOADER_PREPARE_DATASETS="1")
+    service = ("import os, datasets; "
+               "by_path = datasets.load_dataset(os.environ['PRELOADER_DATASET_PATH']); "
+               "by_name = datasets.load_dataset('org/tiny-data', revision='v1.0'); "
+               "print(os.environ['HF_HUB_OFFLINE'], by_path['train'].num_rows, by_name['train'].num_rows, "
+               "by_name['test'].num_rows)")
+    proc = run_preloader(["run", "--", sys.executable, "-c", service], env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-4:] == ["1", "6", "6", "2"]
+    assert "datasets.prepared repo=org/tiny-data" in proc.stderr
+    file_gets = [r for r in hub.requests(method="GET") if "/resolve/" in r.path]
+    assert len(file_gets) == len(mirrors.files("dataset", DATA, "v1.0"))  # each file once, by the preload only
+    prepared = cache.parent / "datasets"
+    assert prepared.is_dir() and any(prepared.iterdir())
+    # Without the preparation, the by-name call cannot work offline (datasets 5 never reads the hub cache).
+    bare = preloader_env(hub, cache.parent.parent / "other" / "hub", RUNPOD_HUGGINGFACE_DATASET=f"{DATA}:v1.0")
+    proc = run_preloader(["run", "--", sys.executable, "-c", service], bare, timeout=300)
+    assert proc.returncode != 0 and "OfflineModeIsEnabled" in proc.stderr + proc.stdout
