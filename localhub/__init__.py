@@ -15,17 +15,21 @@ from localhub.faults import (
     HostileListing,
     IgnoreRange,
     RedirectToCdn,
+    RepoInfoFromRevision,
     Stall,
     StallAfter,
     Status,
     WrongBytes,
+    is_repo_info,
 )
 from localhub.mirrors import Mirrors, bert_files, build_mirrors
-from localhub.olah import Olah, OlahServer, find_olah_cli, free_port, start_olah
+from localhub.olah import Olah, OlahServer, find_olah_cli, free_port, start_mirror, start_olah
 from localhub.proxy import HubProxy, Rule
 from localhub.records import Record, RequestLog, parse_resolve
 
 __all__ = [
+    "RepoInfoFromRevision",
+    "is_repo_info",
     "Action",
     "CutAfter",
     "Drip",
@@ -43,6 +47,7 @@ __all__ = [
     "OlahServer",
     "find_olah_cli",
     "free_port",
+    "start_mirror",
     "start_olah",
     "HubProxy",
     "Record",

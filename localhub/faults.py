@@ -23,6 +23,7 @@ the proxy stops) and ``ex.close_connection``. New faults subclass
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 
@@ -52,6 +53,9 @@ class Action:
 
     def request_headers(self, ex, headers: dict[str, str]) -> dict[str, str]:
         return headers
+
+    def upstream_path(self, ex, path: str) -> str:
+        return path
 
     def response_head(self, ex, status: int, headers: list[tuple[str, str]]):
         return status, headers
@@ -97,6 +101,24 @@ class Stall(Action):
 
     def __repr__(self) -> str:
         return f"Stall({self.seconds}, times={self.times}, fired={self.fired})"
+
+
+REPO_INFO = re.compile(r"/api/(models|datasets)/[^/]+/[^/]+")
+
+
+def is_repo_info(method: str, path: str) -> bool:
+    """The repo-info endpoint (`/api/models/<user>/<name>`), which olah offline does not serve."""
+    return REPO_INFO.fullmatch(path) is not None
+
+
+class RepoInfoFromRevision(Action):
+    """Answer `/api/<type>s/<user>/<name>` with `/api/<type>s/<user>/<name>/revision/main`, as the hub
+    does for the default branch: olah in online mode asks it before serving a repo, and olah offline
+    (the hub under test) answers it with 401."""
+
+    def upstream_path(self, ex, path: str) -> str:
+        split = path.split("?", 1)
+        return split[0] + "/revision/main" + (f"?{split[1]}" if len(split) > 1 else "")
 
 
 class IgnoreRange(Action):

@@ -1,4 +1,5 @@
-"""Run olah (offline, serving local git mirrors) as a subprocess."""
+"""Run olah as a subprocess: offline, serving local git mirrors; or online, as a pull-through mirror of
+another hub (the preloader's LAN mirror pattern)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ class OlahServer:
         *,
         ready_path: str = READY_PATH,
         timeout: float = 30.0,
+        upstream: str | None = None,
     ):
-        self.mirrors_dir = Path(getattr(mirrors_dir, "mirrors_dir", mirrors_dir)).resolve()
+        self.upstream = upstream  # online: fetch from this hub URL (http://host:port) and cache what passes
+        self.mirrors_dir = Path(getattr(mirrors_dir, "mirrors_dir", mirrors_dir)).resolve() if mirrors_dir else None
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.ready_path = ready_path
@@ -69,6 +72,11 @@ class OlahServer:
     def _write_config(self) -> None:
         # json-style quoting of paths is valid TOML for basic strings.
         q = lambda s: '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'  # noqa: E731
+        if self.upstream:
+            scheme, _, netloc = self.upstream.partition("://")
+            source = f'hf-scheme = "{scheme}"\nhf-netloc = "{netloc}"\nhf-lfs-netloc = "{netloc}"\n'
+        else:
+            source = f"mirrors-path = [{q(self.mirrors_dir)}]\n"
         self.config_path.write_text(
             "[basic]\n"
             'host = "127.0.0.1"\n'
@@ -76,9 +84,9 @@ class OlahServer:
             f"repos-path = {q(self.workdir / 'repos')}\n"
             f'mirror-netloc = "{self.netloc}"\n'
             f'mirror-lfs-netloc = "{self.netloc}"\n'
-            f"mirrors-path = [{q(self.mirrors_dir)}]\n"
-            "[accessibility]\n"
-            "offline = true\n"
+            + source
+            + "[accessibility]\n"
+            + f"offline = {'false' if self.upstream else 'true'}\n"
         )
 
     def start(self) -> OlahServer:
@@ -160,3 +168,9 @@ Olah = OlahServer
 def start_olah(mirrors_dir: Path, workdir: Path, port: int | None = None, **kw) -> OlahServer:
     """Start olah serving ``mirrors_dir`` (a path or a :class:`Mirrors`)."""
     return OlahServer(mirrors_dir, workdir, port, **kw).start()
+
+
+def start_mirror(upstream: str, workdir: Path, port: int | None = None, **kw) -> OlahServer:
+    """Start olah online, as a pull-through mirror of the hub at ``upstream``: it fetches what is asked
+    for from there (hf-scheme / hf-netloc / hf-lfs-netloc) and keeps it in its own cache."""
+    return OlahServer(None, workdir, port, upstream=upstream, **kw).start()

@@ -154,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         headers = action.request_headers(self, headers)
+        self.path = action.upstream_path(self, self.path)
         try:
             resp = self._send_upstream(body, headers)
         except OSError as e:  # upstream down or timed out

@@ -89,6 +89,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", "PRELOADER_TIMEOUT", "--timeout",
            "Overall deadline for the preload (30, 90s, 10m, 1h; 0 = none); exit 75 when it passes.",
            default="0", kind="duration"),
+    Option("lock", "PRELOADER_LOCK", "--lock",
+           "How repo locks exclude other processes and nodes: flock, lease (an O_EXCL marker with a heartbeat, for "
+           "NFS, CephFS, Lustre and FUSE volumes where flock does not cross nodes) or auto (lease on those).",
+           default="auto", kind="choice", choices=("auto", "flock", "lease")),
+    Option("lease_stale", "PRELOADER_LEASE_STALE", "--lease-stale",
+           "A lease whose marker has not changed for this long is taken over (every node must agree).",
+           default="30s", kind="duration"),
     Option("lock_timeout", "PRELOADER_LOCK_TIMEOUT", "--lock-timeout",
            "How long to wait for another process's repo lock; exit 75 after.",
            default="1h", kind="duration"),
@@ -165,6 +172,8 @@ class Settings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     timeout: float | None = None
+    lock: Literal["auto", "flock", "lease"] = "auto"
+    lease_stale: float = 30.0
     lock_timeout: float = 3600.0
     retries: int = 5
     read_timeout: float = 30.0
@@ -408,6 +417,6 @@ class _Loader:
 
 
 # Settings whose parsed value goes into Settings as it is.
-_PLAIN = ("lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections", "parallel_threshold",
-          "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos", "service_offline", "export_token",
-          "log_format", "log_level", "debug")
+_PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
+          "parallel_threshold", "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos",
+          "service_offline", "export_token", "log_format", "log_level", "debug")

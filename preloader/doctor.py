@@ -135,6 +135,17 @@ def check_flock(s: Settings) -> Check:
     return Check("flock", "ok", f"works in {target}")
 
 
+def check_lock(s: Settings) -> Check:
+    """Which repo lock this volume gets, and why (PRELOADER_LOCK=auto looks at the filesystem)."""
+    from .cache.locks import choose
+
+    policy = choose(s.lock, s.state_dir, s.lease_stale)
+    detail = f"{policy.kind}: {policy.why}"
+    if policy.kind == "lease":
+        detail += f"; a lease unchanged for {policy.stale:g} s is taken over"
+    return Check("repo lock", "ok", detail)
+
+
 def check_store(s: Settings) -> Check:
     """huggingface_hub 2.x keeps Xet files once per cache, in a store the preloader reads and frees too."""
     from .cache import store
@@ -168,4 +179,4 @@ def check_gpu() -> Check:
 
 def run_checks(s: Settings) -> list[Check]:
     return [check_location(s), check_writable(s), check_sharing(s), check_space(s), check_hub(s), check_token(s),
-            check_hf_offline(s), check_symlinks(s), check_flock(s), check_store(s), check_gpu()]
+            check_hf_offline(s), check_symlinks(s), check_flock(s), check_lock(s), check_store(s), check_gpu()]

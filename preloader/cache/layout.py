@@ -11,7 +11,7 @@
 <cache>/blobs/<2 hex>/<xet hash>                      huggingface_hub 2.x's shared blob store (see store.py)
 <cache>/.locks/models--org--name/<etag>.lock          a blob's lock (huggingface_hub's, we take it too)
 <state>/complete/models--org--name/<commit>.json      completion record, ours
-<state>/locks/models--org--name.lock                  repo lock, ours
+<state>/locks/models--org--name.lock                  repo lock, ours (.lease when PRELOADER_LOCK is a lease)
 <state>/used/models--org--name/<commit>               when a service last got this snapshot, ours
 <state>/partial/models--org--name/<commit>            a download started and not yet complete, ours
 <state>/transfers/models--org--name/<etag>.json       which ranges of a partial blob are on disk, ours
@@ -161,8 +161,10 @@ class Layout:
     def range_map(self, spec: RepoSpec, etag: str) -> Path:
         return self.state_folder("transfers", spec) / f"{etag}.json"
 
-    def lock_file(self, spec: RepoSpec) -> Path:
-        return self.state_dir / "locks" / (repo_folder_name(spec.repo_type, spec.repo_id) + ".lock")
+    def lock_file(self, spec: RepoSpec, *, lease: bool = False) -> Path:
+        """The repo lock: a flock file, or (`lease`) the marker of a lease."""
+        name = repo_folder_name(spec.repo_type, spec.repo_id)
+        return self.state_dir / "locks" / (name + (".lease" if lease else ".lock"))
 
     def manifest_file(self, key: str) -> Path:
         return self.state_dir / "manifests" / f"{key}.json"

@@ -1,29 +1,107 @@
-"""Per-repo locks on the shared volume, so containers starting together download once.
+"""Per-repo locks on the shared volume, so containers and nodes starting together download once.
 
 Correctness never rests on the lock: every file and link is published by an
-atomic rename. The lock saves duplicated bandwidth and lets waiters find the
-work done. filelock falls back to a soft (marker file) lock on filesystems
-where flock fails; the kernel drops an flock when its holder dies, even by
-SIGKILL, so a dead holder never blocks the others.
+atomic rename, and a blob only after its bytes were checked. The lock saves
+duplicated bandwidth and lets waiters find the work done. Two kinds:
+
+- `flock` (filelock's FileLock): the kernel drops it when its holder dies, even
+  by SIGKILL. On NFS without a lock manager, Lustre without `flock`, and many
+  FUSE filesystems it succeeds for everyone and excludes nobody on other nodes.
+- `lease` (filelock's SoftFileLease): a marker created with O_EXCL (atomic on
+  NFSv3+, CephFS, Lustre, FUSE) naming its owner, refreshed by a heartbeat. A
+  waiter takes it over when its owner is a dead process on this host, or when the
+  marker has not changed for the stale time: filelock's break protocol lets only
+  one waiter win. It assumes the holder's heartbeat reaches the volume within the
+  stale time (a paused or partitioned holder can be overtaken) and gives no fencing
+  token to the volume: what makes an overtaken holder harmless is that everything
+  it publishes is checked and renamed into place, never written in place.
+
+`auto` picks `lease` where the state dir is on a network or FUSE filesystem.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..errors import TransientError, UnsafePathError
 from ..logs import event
+from ..spec import RepoSpec
 from . import atomic
+from .layout import Layout
 
 logger = logging.getLogger(__name__)
 
 WAIT_LOG_INTERVAL = 10.0
 LOCK_MODE = 0o664  # group-writable: a second container, maybe another UID, must take it too
+LockKind = Literal["flock", "lease"]
+# Where flock may not exclude other nodes; a FUSE filesystem shows as `fuse.<name>` (bindfs, juicefs, s3fs...).
+SHARED_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "cephfs", "lustre", "glusterfs", "gpfs",
+                      "beegfs", "9p", "virtiofs", "afs", "ocfs2", "gfs2", "fuse", "fuseblk")
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    """How repo locks exclude others here: the kind, the lease's stale time, and why this kind."""
+
+    kind: LockKind
+    stale: float = 30.0
+    why: str = ""
+
+
+def filesystem_of(path: Path) -> tuple[str, str]:
+    """(filesystem type, mount point) of the mount holding `path` (or its nearest existing parent)."""
+    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), Path("/"))
+    real = os.path.realpath(existing)
+    best = ("unknown", "/")
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                mount_point = fields[4].replace("\\040", " ")
+                fstype = fields[fields.index("-") + 1]
+                inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best[1]):
+                    best = (fstype, mount_point)
+    except (OSError, ValueError, IndexError):
+        pass
+    return best
+
+
+def choose(setting: str, path: Path, stale: float = 30.0) -> LockPolicy:
+    """The policy for PRELOADER_LOCK=`setting` (auto, flock or lease) with locks under `path`."""
+    if setting in ("flock", "lease"):
+        return LockPolicy(setting, stale, f"PRELOADER_LOCK={setting}")
+    fstype, mount_point = filesystem_of(path)
+    if fstype.split(".")[0] in SHARED_FILESYSTEMS:
+        return LockPolicy("lease", stale, f"{mount_point} is {fstype}: flock may not exclude other nodes there")
+    return LockPolicy("flock", stale, f"{mount_point} is {fstype}: a local filesystem, where flock excludes")
+
+
+class RepoLocks:
+    """The repo locks of one layout, of the kind its policy says."""
+
+    def __init__(self, layout: Layout, policy: LockPolicy) -> None:
+        self.layout, self.policy = layout, policy
+
+    @classmethod
+    def auto(cls, layout: Layout, setting: str = "auto", stale: float = 30.0) -> RepoLocks:
+        return cls(layout, choose(setting, layout.state_dir, stale))
+
+    def hold(self, spec: RepoSpec, *, timeout: float, what: str | None = None,
+             deadline: Callable[[], float | None] = lambda: None):
+        """The repo's lock, held (see `hold`)."""
+        lease = self.policy.kind == "lease"
+        return hold(self.layout.lock_file(spec, lease=lease), timeout=timeout, what=what or str(spec),
+                    deadline=deadline, lease=self.policy.stale if lease else None)
 
 
 @contextlib.contextmanager
@@ -34,16 +112,20 @@ def hold(
     what: str,
     deadline: Callable[[], float | None] = lambda: None,
     log_interval: float = WAIT_LOG_INTERVAL,
+    lease: float | None = None,
 ) -> Iterator[None]:
     """Hold the lock at `path`, logging a "still waiting" line every `log_interval` seconds.
 
     Raise TransientError after `timeout` seconds, or sooner if `deadline()`
-    says fewer seconds are left.
+    says fewer seconds are left. `lease`: a lease with this stale time instead of a flock.
     """
     from filelock import FileLock, Timeout  # deferred: a cached start never locks
 
     atomic.make_dirs(path.parent)
-    lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+    if lease is None:
+        lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+    else:
+        lock = _lease_class()(path, lease_duration=lease, mode=LOCK_MODE, is_singleton=False, thread_local=False)
     start = time.monotonic()
     limit = timeout
     while True:
@@ -75,3 +157,65 @@ def hold(
         yield
     finally:
         lock.release()
+
+
+@functools.cache
+def _lease_class():
+    """filelock's SoftFileLease, able to take over a stale lease on filesystems without rename exchange.
+
+    filelock 4.3 breaks a stale marker with renameat2(RENAME_EXCHANGE), which NFS and FUSE filesystems
+    (bindfs, juicefs, s3fs...) refuse; it then leaves the marker in place, and a dead holder's lease is
+    never taken over there. On such a filesystem the break goes the way filelock itself goes where there
+    is no exchange (Windows): rename the marker aside, remove it if it is the stale one observed, else
+    link it back for its live owner.
+    """
+    from filelock import SoftFileLease
+
+    class Lease(SoftFileLease):
+        def _take_over(self, marker: os.stat_result, breaker_pid: int | None) -> None:
+            if _exchange_works(os.path.dirname(self._lock_path)):
+                super()._take_over(marker, breaker_pid)
+            else:
+                _break_by_rename(self._lock_path, marker)
+
+    return Lease
+
+
+@functools.cache
+def _exchange_works(directory: str) -> bool:
+    """Whether renameat2(RENAME_EXCHANGE) works in `directory` (probed once, with two files of our own)."""
+    try:
+        from filelock._filesystem._exchange import exchange_names, exchange_supported
+    except ImportError:  # another filelock: let it do as it does
+        return True
+    if not exchange_supported():
+        return True  # filelock has its own way on this platform
+    first, second = (os.path.join(directory, f"{atomic.TEMP_MARK}exchange-{os.getpid()}-{n}") for n in (1, 2))
+    try:
+        for name in (first, second):
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o600))
+        return exchange_names(first, second)
+    except OSError:
+        return False
+    finally:
+        for name in (first, second):
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+
+def _break_by_rename(lock_file: str, marker: os.stat_result) -> None:
+    """Move a stale marker out of the way; one moved by mistake (a successor's) is linked back."""
+    aside = f"{lock_file}.break.{os.getpid()}.{os.urandom(8).hex()}"
+    with contextlib.suppress(OSError):
+        current = os.lstat(lock_file)
+        if (current.st_mtime, current.st_ino) != (marker.st_mtime, marker.st_ino):
+            return  # replaced since it was observed
+        os.rename(lock_file, aside)
+        moved = os.lstat(aside)
+        if (moved.st_mtime, moved.st_ino) == (marker.st_mtime, marker.st_ino):
+            os.unlink(aside)
+            return
+        try:
+            os.link(aside, lock_file, follow_symlinks=False)  # fails if yet another contender holds the path
+        finally:
+            os.unlink(aside)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from ..errors import NotFoundError, TransientError
 from ..spec import RepoSpec
-from . import evict, locks, records, store, trees
+from . import evict, records, store, trees
 from .evict import Removal, RemovalReport
 from .integrity import SnapshotCheck, check_snapshot, drop_bad_files
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan, snapshot_blobs
 from .layout import Layout, parse_folder_name
+from .locks import RepoLocks
 
 
 def _layout(target: Layout | str | Path) -> Layout:
@@ -81,7 +82,7 @@ def _snapshots(info: CacheInfo, lay: Layout, specs: Iterable[RepoSpec] | None) -
 
 
 def verify(cache: Layout | str | Path, specs: Iterable[RepoSpec] | None = None, *, repair: bool = False,
-           hub=None, lock_timeout: float = 3600.0) -> list[SnapshotCheck]:
+           hub=None, lock_timeout: float = 3600.0, locking: RepoLocks | None = None) -> list[SnapshotCheck]:
     """Re-hash every file of the chosen snapshots; with `repair`, re-fetch only the bad files.
 
     A snapshot found broken loses its completion record until repaired.
@@ -96,7 +97,7 @@ def verify(cache: Layout | str | Path, specs: Iterable[RepoSpec] | None = None, 
         if check.broken or (repair and old is None):
             lay.record_file(spec, commit).unlink(missing_ok=True)
         if repair and (check.broken or old is None):
-            with locks.hold(lay.lock_file(spec), timeout=lock_timeout, what=str(spec)):
+            with (locking or RepoLocks.auto(lay)).hold(spec, timeout=lock_timeout):
                 _repair(lay, spec, commit, check, hub)
         results.append(check)
     return results
@@ -123,12 +124,9 @@ def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub)
     trees.write(lay, spec, commit, {path: f.tree_entry() for path, f in files.items()})
 
 
-def _held(lay: Layout, spec: RepoSpec, lock_timeout: float):
-    return locks.hold(lay.lock_file(spec), timeout=lock_timeout, what=f"{spec.repo_type} {spec.repo_id}")
-
-
 def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions: Iterable[RepoSpec] = (), *,
-           everything: bool = False, lock_timeout: float = 3600.0, dry_run: bool = False) -> RemovalReport:
+           everything: bool = False, lock_timeout: float = 3600.0, dry_run: bool = False,
+           locking: RepoLocks | None = None) -> RemovalReport:
     """Remove whole `repos`, single `revisions` (branch, tag or commit), or `everything`.
 
     Blobs another remaining revision uses are kept. Each repo is removed under
@@ -155,7 +153,8 @@ def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions
             report.removed += [Removal(repo.repo_type, repo.repo_id, r.commit, r.size, "requested", r.last_used)
                                for r in repo.revisions if commits is None or r.commit in commits]
             continue
-        with _held(lay, repo.spec, lock_timeout):
+        with (locking or RepoLocks.auto(lay)).hold(repo.spec, timeout=lock_timeout,
+                                                    what=f"{repo.repo_type} {repo.repo_id}"):
             removed, freed = evict.remove_commits(lay, repo.path, commits, "requested")
         report.removed += removed
         report.freed += freed
@@ -164,7 +163,7 @@ def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions
 
 def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than: float | None = None,
           keep_last: int = 0, keep: Iterable[RepoSpec] = (), grace: float = 3600.0, dry_run: bool = False,
-          now: float | None = None) -> RemovalReport:
+          now: float | None = None, locking: RepoLocks | None = None) -> RemovalReport:
     """Evict least recently used complete snapshots until the bounds hold; clean stale leftovers.
 
     Never evicts a snapshot whose repo lock is held (a preload or removal is
@@ -172,6 +171,7 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
     of its repo.
     """
     lay = _layout(cache)
+    locking = locking or RepoLocks.auto(lay)
     now = time.time() if now is None else now
     info = scan(lay)
     report = RemovalReport(dry_run=dry_run)
@@ -181,8 +181,9 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
         too_old = older_than is not None and now - used > older_than
         too_big = max_size is not None and size > max_size
         if too_old or too_big:
-            size -= _evict(lay, repo, rev, "older than bound" if too_old else "over size bound", report, gone)
-    _clean_leftovers(lay, info, grace, now, report)
+            size -= _evict(lay, locking, repo, rev, "older than bound" if too_old else "over size bound", report,
+                           gone)
+    _clean_leftovers(lay, locking, info, grace, now, report)
     return report
 
 
@@ -199,8 +200,8 @@ def _eviction_order(lay: Layout, info: CacheInfo, keep: Iterable[RepoSpec], keep
     return sorted(candidates, key=lambda c: c[0])
 
 
-def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: RemovalReport,
-           gone: set[Path]) -> int:
+def _evict(lay: Layout, locking: RepoLocks, repo: RepoInfo, rev: RevisionInfo, reason: str,
+           report: RemovalReport, gone: set[Path]) -> int:
     """Evict one snapshot (or, in a dry run, say so); the bytes that frees. A locked repo is skipped."""
     if report.dry_run:
         report.removed.append(Removal(repo.repo_type, repo.repo_id, rev.commit, rev.size, reason, rev.last_used))
@@ -208,7 +209,7 @@ def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: 
         gone.add(rev.path)
     else:
         try:
-            with locks.hold(lay.lock_file(repo.spec), timeout=0, what=str(repo.spec)):
+            with locking.hold(repo.spec, timeout=0):
                 removed, freed = evict.remove_commits(lay, repo.path, {rev.commit}, reason)
             report.removed += removed
         except TransientError:
@@ -218,11 +219,12 @@ def _evict(lay: Layout, repo: RepoInfo, rev: RevisionInfo, reason: str, report: 
     return freed
 
 
-def _clean_leftovers(lay: Layout, info: CacheInfo, grace: float, now: float, report: RemovalReport) -> None:
+def _clean_leftovers(lay: Layout, locking: RepoLocks, info: CacheInfo, grace: float, now: float,
+                     report: RemovalReport) -> None:
     """Partial downloads and temp files past `grace`; what other tools left of ours (dangling `latest`
     and alias links, records of snapshots that are gone); blobs no snapshot links to any more."""
     for repo in info.repos:
-        _collect_unused(lay, repo.spec, now - grace, report)
+        _collect_unused(lay, locking, repo.spec, now - grace, report)
     for path in evict.stale_leftovers(lay, info, grace, now) + evict.dangling(lay, info):
         if report.dry_run:
             report.leftovers.append(str(path))
@@ -230,7 +232,7 @@ def _clean_leftovers(lay: Layout, info: CacheInfo, grace: float, now: float, rep
         spec = _repo_of(lay, path)
         try:
             if spec is not None:  # a preload resuming this repo holds its lock: leave its files alone
-                with locks.hold(lay.lock_file(spec), timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
+                with locking.hold(spec, timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
                     _remove_path(path)
             else:
                 _remove_path(path)
@@ -240,7 +242,7 @@ def _clean_leftovers(lay: Layout, info: CacheInfo, grace: float, now: float, rep
         report.leftovers.append(str(path))
 
 
-def _collect_unused(lay: Layout, spec: RepoSpec, before: float, report: RemovalReport) -> None:
+def _collect_unused(lay: Layout, locking: RepoLocks, spec: RepoSpec, before: float, report: RemovalReport) -> None:
     """Blobs no snapshot links to (what `hf cache rm` of a revision leaves while `latest` points there)."""
     unused = evict.unused_blobs(lay, spec, older_than=before)
     if not unused:
@@ -250,7 +252,7 @@ def _collect_unused(lay: Layout, spec: RepoSpec, before: float, report: RemovalR
         report.freed += sum(store.freed_with(blob, set(unused), lay.cache_dir) for blob in unused)
         return
     try:
-        with locks.hold(lay.lock_file(spec), timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
+        with locking.hold(spec, timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
             still = set(evict.unused_blobs(lay, spec, older_than=before))
             report.freed += evict.collect_blobs(lay, spec, older_than=before)
     except TransientError:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from .. import cache
+from ..cache.locks import RepoLocks
 from ..spec import parse_removals, parse_specs
 from . import render
 from .base import (
@@ -24,7 +25,12 @@ from .base import (
     spec_arguments,
 )
 
+LOCK_SETTINGS = ("lock", "lease_stale")
 REPO_SETTINGS = ("include", "exclude")  # the repos come from the env vars: --dataset means "the SPECs are datasets"
+
+
+def locking(settings) -> RepoLocks:
+    return RepoLocks.auto(settings.layout, settings.lock, settings.lease_stale)
 
 
 @click.command(name="ls")
@@ -61,7 +67,7 @@ def status(specs, datasets_only, as_json, **flags):
 
 
 @click.command()
-@settings_options(names=CACHE_SETTINGS + HUB_SETTINGS)
+@settings_options(names=CACHE_SETTINGS + HUB_SETTINGS + LOCK_SETTINGS)
 @spec_arguments
 @click.option("--repair", is_flag=True, help="Re-fetch only the missing, truncated or corrupt files.")
 @json_option
@@ -79,13 +85,13 @@ def verify(specs, datasets_only, repair, as_json, **flags):
 
         hub = Hub.from_settings(s)
     chosen = parse_spec_args(specs, datasets_only) if specs else None
-    checks = cache.verify(s.layout, chosen, repair=repair, hub=hub, lock_timeout=s.lock_timeout)
+    checks = cache.verify(s.layout, chosen, repair=repair, hub=hub, lock_timeout=s.lock_timeout, locking=locking(s))
     emit(as_json, render.verify_json(checks), render.verify_text(checks))
     sys.exit(0 if all(c.ok for c in checks) else 1)
 
 
 @click.command(name="rm")
-@settings_options(names=CACHE_SETTINGS + ("lock_timeout",))
+@settings_options(names=CACHE_SETTINGS + LOCK_SETTINGS + ("lock_timeout",))
 @spec_arguments
 @click.option("--revision", help="Remove only this revision (branch, tag or commit) of each SPEC.")
 @click.option("--all", "everything", is_flag=True, help="Remove every repo in the cache.")
@@ -108,12 +114,12 @@ def rm_command(specs, datasets_only, revision, everything, yes, dry_run, as_json
         planned = cache.remove(s.layout, whole, revisions, everything=everything, dry_run=True)
         click.confirm(f"Remove {len(planned.removed)} snapshot(s) from {s.cache_dir}?", abort=True, err=True)
     report = cache.remove(s.layout, whole, revisions, everything=everything, lock_timeout=s.lock_timeout,
-                          dry_run=dry_run)
+                          dry_run=dry_run, locking=locking(s))
     emit(as_json, render.removal_json(report, "rm"), render.removal_text(report))
 
 
 @click.command()
-@settings_options(names=CACHE_SETTINGS)
+@settings_options(names=CACHE_SETTINGS + LOCK_SETTINGS)
 @click.option("--max-size", type=SIZE, help="Evict until the cache is at most this big (500M, 200G, 1.5T).")
 @click.option("--older-than", type=DURATION, help="Evict snapshots not used for this long (12h, 30d).")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
@@ -132,8 +138,9 @@ def prune(max_size, older_than, keep_last, keep, keep_dataset, grace, dry_run, a
     `wait` returns it. Never evicts a locked repo's snapshots or a --keep.
     """
     kept = parse_specs(list(keep), "model", "--keep") + parse_specs(list(keep_dataset), "dataset", "--keep-dataset")
-    report = cache.prune(load_settings(flags).layout, max_size=max_size, older_than=older_than,
-                         keep_last=keep_last, keep=kept, grace=grace, dry_run=dry_run)
+    s = load_settings(flags)
+    report = cache.prune(s.layout, max_size=max_size, older_than=older_than, keep_last=keep_last, keep=kept,
+                         grace=grace, dry_run=dry_run, locking=locking(s))
     emit(as_json, render.removal_json(report, "prune"), render.removal_text(report))
 
 

@@ -71,7 +71,7 @@ class Transfer:
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
                 if not self.blob.exists():
-                    self._download()
+                    self._download_racing()
                 atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
         except Timeout:
             raise TransientError(f"timed out waiting for the blob lock {self.lock_file}") from None
@@ -80,6 +80,17 @@ class Transfer:
                 raise UnsafePathError(f"blob lock {self.lock_file} is a symlink; refusing to follow it") from None
             raise
         return self.source.fetched
+
+    def _download_racing(self) -> None:
+        """Download, where the partial file may go from under us: on a volume several nodes write whose
+        blob lock does not cross nodes, another node can publish or replace it, and on NFS or FUSE even our
+        open descriptor then fails (ESTALE, ENOENT). That is a race, not a disk error."""
+        try:
+            self._download()
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.ESTALE):
+                raise
+            self._published_by_another()
 
     def discard(self) -> None:
         self.partial.unlink(missing_ok=True)
@@ -97,10 +108,38 @@ class Transfer:
             else:
                 hasher = ParallelDownload(self.source, fd, self.ranges, self.connections, self.file.etag).run()
             self._check(fd, hasher)
+            self._publish(fd)
         finally:
             os.close(fd)
-        os.replace(self.partial, self.blob)
         self.ranges.discard()
+
+    def _publish(self, fd: int) -> None:
+        """Rename the checked bytes into `blobs/`: only the file this descriptor wrote and hashed.
+
+        On a volume where the blob lock does not exclude other nodes (NFS without a lock manager, FUSE),
+        another node may have published the blob, or replaced the partial file, meanwhile. The partial
+        file first moves to a name of its own, so what is renamed into place is what was checked.
+        """
+        private = atomic.temp_name(self.partial)
+        try:
+            os.rename(self.partial, private)
+        except FileNotFoundError:
+            return self._published_by_another()
+        mine, there = os.fstat(fd), os.stat(private)
+        if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):  # another node's partial: not checked
+            private.unlink(missing_ok=True)
+            return self._published_by_another()
+        os.replace(private, self.blob)
+
+    def _published_by_another(self) -> None:
+        """The partial file went from under us: fine if another node published the blob, else try again."""
+        try:
+            if self.blob.stat().st_size == self.file.size:
+                return
+        except OSError:
+            pass
+        raise TransientError(f"{self.file.path}: another process moved the partial download away "
+                             "(a node on another mount of this volume?); trying again")
 
     def _single_stream(self, fd: int) -> Hasher:
         """One GET of the whole file, hashed as it is written."""

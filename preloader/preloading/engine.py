@@ -51,6 +51,7 @@ class Preloader:
         self.progress = progress
         self.sleep = sleep
         self.optional = atomic.Optional()
+        self.locks = locks.RepoLocks.auto(self.layout, settings.lock, settings.lease_stale)
         self._hub = None
 
     @property
@@ -170,8 +171,7 @@ class Preloader:
         return total
 
     def download(self, p: Pending, progress) -> PreloadResult:
-        with locks.hold(self.layout.lock_file(p.spec), timeout=self.settings.lock_timeout, what=str(p.spec),
-                        deadline=self.deadline.left):
+        with self.locks.hold(p.spec, timeout=self.settings.lock_timeout, deadline=self.deadline.left):
             # Another process may have finished it while we waited for the lock.
             fetched = 0 if self.state(p.spec, p.commit).complete else self.fetch(p, progress)
             return self.publish(self.state(p.spec, p.commit), p.clock, fetched=fetched, source="hub")
