@@ -17,35 +17,23 @@ from ..spec import RepoSpec, parse_specs
 from ..units import parse_duration, parse_size
 
 
-class SizeType(click.ParamType):
-    """Bytes from 500M, 200G, 1.5TiB (powers of 1024) or 200GB (powers of 1000)."""
+class Parsed(click.ParamType):
+    """A flag parsed by one of the library's parsers (units.parse_size, units.parse_duration)."""
 
-    name = "size"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(value)
-        except ValueError:
-            self.fail(f"{value!r}: expected a size like 500M, 200G or 1.5T", param, ctx)
-
-
-class DurationType(click.ParamType):
-    """Seconds from 30, 90s, 10m, 12h or 30d."""
-
-    name = "duration"
+    def __init__(self, name: str, parse, expected: str) -> None:
+        self.name, self.parse, self.expected = name, parse, expected
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float):
+        if not isinstance(value, str):
             return value
         try:
-            return parse_duration(value)
+            return self.parse(value)
         except ValueError:
-            self.fail(f"{value!r}: expected a duration like 90s, 12h or 30d", param, ctx)
+            self.fail(f"{value!r}: expected {self.expected}", param, ctx)
 
 
-SIZE, DURATION = SizeType(), DurationType()
+SIZE = Parsed("size", parse_size, "a size like 500M, 200G or 1.5T")
+DURATION = Parsed("duration", parse_duration, "a duration like 90s, 12h or 30d")
 CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "latest", "log_format", "log_level", "debug")
 HUB_SETTINGS = ("user", "token", "token_file", "endpoint", "lock_timeout", "retries", "workers", "transfer",
                 "connections", "parallel_threshold", "read_timeout")
