@@ -4,8 +4,7 @@
 dataclass. Flags win over env vars. Everything else in the package takes
 explicit arguments, so tests never patch module globals.
 
-`OPTIONS` is the table behind the CLI flags and the README's settings table;
-a test keeps the three in step.
+What each setting is (env var, flag, default, help) is the table in `options`.
 """
 
 from __future__ import annotations
@@ -14,144 +13,18 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
-from .cache.layout import LATEST_PLACES, Layout, absolute
+from .cache.layout import Layout, absolute
 from .errors import ConfigError
 from .logs import TOKEN_SHAPE
+from .options import DEFAULT_ENDPOINT, OPTIONS, OPTIONS_BY_NAME, TOKEN_VARS, LogFormat, LogLevel, Option, TransferKind
 from .spec import RepoSpec, dedupe, parse_list
 from .units import parse_duration, parse_size
-from .warm.mode import DTYPES, Dtype, WarmMode
+from .warm.mode import Dtype, WarmMode
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-TransferKind = Literal["auto", "hub", "parallel"]
-LogFormat = Literal["text", "json"]
-LogLevel = Literal["debug", "info", "warning", "error"]
-# Where a token may come from: every value found in these is a secret before anything is validated.
-TOKEN_VARS = ("RUNPOD_HUGGINGFACE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+__all__ = ["DEFAULT_ENDPOINT", "OPTIONS", "TOKEN_VARS", "Settings", "TransferKind", "debug_requested", "secrets_in"]
 
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its env var, its CLI flag, and the env vars it falls back to."""
-
-    name: str
-    env: str
-    flag: str
-    help: str
-    default: str = ""
-    kind: str = "str"  # str | list | bool | duration | count | choice
-    fallbacks: tuple[str, ...] = ()
-    choices: tuple[str, ...] = ()
-    most: int | None = None  # for counts
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("models", "RUNPOD_HUGGINGFACE_MODEL", "--model",
-           "Models to preload: comma-separated user/name[:revision].", kind="list"),
-    Option("datasets", "RUNPOD_HUGGINGFACE_DATASET", "--dataset",
-           "Datasets to preload: comma-separated user/name[:revision].", kind="list"),
-    Option("user", "RUNPOD_HUGGINGFACE_USER", "--user",
-           "Hub user name; comes with the token."),
-    Option("token", "RUNPOD_HUGGINGFACE_TOKEN", "--token",
-           "Hub token; comes with the user. Prefer the env var: flags show in `ps`.",
-           fallbacks=("HF_TOKEN",)),
-    Option("token_file", "PRELOADER_TOKEN_FILE", "--token-file",
-           "Read the token from this file, e.g. a compose or Kubernetes secret; pairs with the user."),
-    Option("cache_dir", "PRELOADER_CACHE_DIR", "--cache-dir",
-           "Hugging Face hub cache to fill (the `hub/` layout).",
-           default="$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub",
-           fallbacks=("HF_HUB_CACHE", "HF_HOME")),
-    Option("state_dir", "PRELOADER_STATE_DIR", "--state-dir",
-           "Where locks and completion records live, outside the hub tree.",
-           default="`preloader/` beside a cache dir named `hub`, else `<cache>/.locks/preloader`"),
-    Option("link_root", "PRELOADER_LINK_ROOT", "--link-root",
-           "Root of the alias tree <root>/model/<user>/<name>/<revision>.",
-           default="<state dir>/links"),
-    Option("latest", "PRELOADER_LATEST", "--latest",
-           "Where the stable `latest` link of each repo lives: snapshots (<repo>/snapshots/latest, what "
-           "services reference), repo (<repo>/latest: invisible to `hf cache`), or off.",
-           default="snapshots", kind="choice", choices=LATEST_PLACES),
-    Option("prepare_datasets", "PRELOADER_PREPARE_DATASETS", "--prepare-datasets",
-           "After the preload, prepare each dataset with the `datasets` package (from the files in the cache) so "
-           "that load_dataset(\"user/name\") works offline; the service gets HF_DATASETS_CACHE.",
-           default="0", kind="bool"),
-    Option("datasets_cache", "PRELOADER_DATASETS_CACHE", "--datasets-cache",
-           "Where --prepare-datasets keeps the prepared datasets (HF_DATASETS_CACHE), on the shared volume.",
-           default="`$HF_HOME/datasets` beside a cache dir named `hub`, else `<state dir>/datasets`",
-           fallbacks=("HF_DATASETS_CACHE",)),
-    Option("endpoint", "HF_ENDPOINT", "--endpoint",
-           "Hub or mirror URL.", default=DEFAULT_ENDPOINT),
-    Option("include", "PRELOADER_INCLUDE", "--include",
-           "Only files matching these comma-separated globs.", kind="list"),
-    Option("exclude", "PRELOADER_EXCLUDE", "--exclude",
-           "Skip files matching these comma-separated globs.", kind="list"),
-    Option("timeout", "PRELOADER_TIMEOUT", "--timeout",
-           "Overall deadline for the preload (30, 90s, 10m, 1h; 0 = none); exit 75 when it passes.",
-           default="0", kind="duration"),
-    Option("lock", "PRELOADER_LOCK", "--lock",
-           "How repo locks exclude other processes and nodes: flock, lease (an O_EXCL marker with a heartbeat, for "
-           "NFS, CephFS, Lustre and FUSE volumes where flock does not cross nodes) or auto (lease on those).",
-           default="auto", kind="choice", choices=("auto", "flock", "lease")),
-    Option("lease_stale", "PRELOADER_LEASE_STALE", "--lease-stale",
-           "A lease whose marker has not changed for this long is taken over (every node must agree).",
-           default="30s", kind="duration"),
-    Option("lock_timeout", "PRELOADER_LOCK_TIMEOUT", "--lock-timeout",
-           "How long to wait for another process's repo lock; exit 75 after.",
-           default="1h", kind="duration"),
-    Option("retries", "PRELOADER_RETRIES", "--retries",
-           "Attempts per repo on transient hub errors (timeouts, 408, 429, 5xx).",
-           default="5", kind="count"),
-    Option("read_timeout", "PRELOADER_READ_TIMEOUT", "--read-timeout",
-           "A download that receives nothing for this long is retried.", default="30s", kind="duration"),
-    Option("workers", "PRELOADER_WORKERS", "--workers",
-           "Files downloaded in parallel per repo.", default="8", kind="count"),
-    Option("transfer", "PRELOADER_TRANSFER", "--transfer",
-           "auto: our resumable, checked, multi-connection download for every file hf_xet does not serve; "
-           "hub: huggingface_hub for all; parallel: ours for all.", default="auto", kind="choice",
-           choices=("auto", "hub", "parallel")),
-    Option("connections", "PRELOADER_CONNECTIONS", "--connections",
-           "Parallel ranged connections per large file (at most 64).", default="8", kind="count", most=64),
-    Option("parallel_threshold", "PRELOADER_PARALLEL_THRESHOLD", "--parallel-threshold",
-           "Files at least this big use several connections (500M, 64MiB).", default="64MiB", kind="size"),
-    Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
-           "Free space to leave on the cache volume; exit 74 before downloading if it would not fit.",
-           default="1GiB", kind="size"),
-    Option("warm", "PRELOADER_WARM", "--warm",
-           "After the preload, warm each model: none, page-cache (read into RAM) or gpu[:N] "
-           "(load every safetensors tensor onto CUDA device N, check it fits, free it).",
-           default="none", kind="warm"),
-    Option("warm_lock", "PRELOADER_WARM_LOCK", "--warm-lock",
-           "With --warm page-cache and no command: mlock the weights and stay up holding them until SIGTERM.",
-           default="0", kind="bool"),
-    Option("dtype", "PRELOADER_DTYPE", "--dtype",
-           "With --warm gpu: cast tensors on the device to float16, bfloat16 or float32.",
-           default="none", kind="choice", choices=("none", *DTYPES)),
-    Option("offline", "PRELOADER_OFFLINE", "--offline",
-           "Cache only: no network calls; fail (75) if a snapshot is not complete.",
-           default="0", kind="bool", fallbacks=("HF_HUB_OFFLINE",)),
-    Option("require_repos", "PRELOADER_REQUIRE_REPOS", "--require-repos",
-           "Fail (78) when no repo is requested, instead of warning and starting the service anyway.",
-           default="0", kind="bool"),
-    Option("service_offline", "PRELOADER_SERVICE_OFFLINE", "--service-offline",
-           "Start the service with HF_HUB_OFFLINE=1.", default="1", kind="bool"),
-    Option("export_token", "PRELOADER_EXPORT_TOKEN", "--export-token",
-           "Pass the token to the service as HF_TOKEN (it is removed otherwise).",
-           default="0", kind="bool"),
-    Option("manifest", "PRELOADER_MANIFEST", "--manifest",
-           "Where to write the manifest JSON handed to the service.",
-           default="<state dir>/manifests/<plan>.json"),
-    Option("log_format", "PRELOADER_LOG_FORMAT", "--log-format",
-           "Log lines as key=value text or JSON.", default="text", kind="choice",
-           choices=get_args(LogFormat)),
-    Option("log_level", "PRELOADER_LOG_LEVEL", "--log-level",
-           "Least severe log level shown.", default="info", kind="choice",
-           choices=get_args(LogLevel)),
-    Option("debug", "PRELOADER_DEBUG", "--debug",
-           "Show tracebacks for errors.", default="0", kind="bool"),
-)
-
-OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
