@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from preloader.cli import COMMANDS, cli
-from preloader.config import OPTIONS
+from preloader.options import OPTIONS
 
 
 def readme_settings_rows() -> dict[str, str]:

@@ -1,9 +1,10 @@
 """The image, the compose stacks and tini, in real containers: rootful podman, Debian's docker-compose 1.29.
 
-Session fixtures make the base image (debootstrap, kept between sessions), build the preloader image
-and the example app image once (podman's layer cache makes a rebuild of unchanged sources take seconds)
-and start `podman system service` for docker-compose. Containers use host networking, because the
-local olah hub listens on 127.0.0.1 only; that is the one thing the tests add to the compose files.
+Session fixtures (tests/containers_support.py, shared with test_kubernetes.py) make the base image
+(debootstrap, kept between sessions), build the preloader image and the example app image once (podman's
+layer cache makes a rebuild of unchanged sources take seconds); one here starts `podman system service`
+for docker-compose. Containers use host networking, because the local olah hub listens on 127.0.0.1
+only; that is the one thing the tests add to the compose files.
 
 Podman's configuration is the project's own, .containers/containers.conf (scripts/containers-conf.sh
 writes it), passed to every podman and docker-compose process in CONTAINERS_CONF: the tests never
@@ -29,93 +30,49 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from containers_support import (
+    COMPOSE_DIR,
+    CONTAINERS_CONF,
+    MODEL,
+    build_images,
+    cannot_run,
+    inspect,
+    loaded,
+    logs,
+    podman_env,
+    podman_ready,
+    require_tools,
+    sh,
+    wait_for_line,
+    wait_until_running,
+)
 
 import preloader
 
-MODEL = "org/tiny-model"
 ENTRYPOINT = ["tini", "--", "preloader", "run", "--"]
-COMPOSE_DIR = ROOT / "compose"
 SIDECAR_FILE = COMPOSE_DIR / "docker-compose.yml"
 ENTRYPOINT_FILE = COMPOSE_DIR / "docker-compose.entrypoint.yml"
-BASE_IMAGE = "localhost/preloader-base:bookworm"
-IMAGE = "localhost/preloader-test:latest"
-APP_IMAGE = "localhost/preloader-test-app:latest"
-TOOLS = ("podman", "runc", "docker-compose", "debootstrap")
-CONTAINERS_CONF = ROOT / ".containers" / "containers.conf"  # git-ignored; scripts/containers-conf.sh writes it
 
 pytestmark = pytest.mark.slow
 
 
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def cannot_run(reason: str):
-    """Fail on CI, where these tests must run; skip elsewhere, saying why."""
-    reason += "; install with `sudo scripts/install-system-deps.sh` (make test does it as root)"
-    if on_ci():
-        pytest.fail(f"container tests cannot run on CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def podman_env(env: dict | None = None) -> dict:
-    """`env` (default: this process's) with CONTAINERS_CONF: podman reads our file, not /etc/containers/'s."""
-    return {**(os.environ if env is None else env), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-
-
-def sh(*args, check=True, timeout=300, env=None, **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          env=podman_env(env), **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def pip_index_args() -> list[str]:
-    """This machine's package index, if it is not the default, as build args of the build stage only.
-
-    Only http(s) URLs: the host's file:// indexes and find-links do not exist inside the build.
-    """
-    args = []
-    for name, key in (("PIP_INDEX_URL", "global.index-url"), ("PIP_EXTRA_INDEX_URL", "global.extra-index-url")):
-        value = os.environ.get(name) or sh(shutil.which("pip") or "pip", "config", "get", key, check=False).stdout
-        urls = [u for u in value.split() if u.startswith(("http://", "https://"))]
-        if urls:
-            args += ["--build-arg", f"{name}={' '.join(urls)}"]
-    return args
-
-
-# -- session fixtures: tools, images, the podman API service ------------------------------------------------
+# -- session fixtures: tools, images (built by containers_support.py), the podman API service -----------------
 
 
 @pytest.fixture(scope="session")
 def podman():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        cannot_run(f"missing {', '.join(missing)}")
-    if os.geteuid() != 0:
-        cannot_run("rootful podman needs root")
-    sh(ROOT / "scripts" / "containers-conf.sh", CONTAINERS_CONF)
-    info = sh("podman", "info", "--format", "{{.Host.OCIRuntime.Name}}", check=False)
-    if info.returncode != 0:
-        cannot_run(f"podman does not work here: {info.stderr.strip()}")
-    return shutil.which("podman")
+    return podman_ready()
 
 
 @pytest.fixture(scope="session")
 def images(podman):
-    """Build the base, preloader and example app images once per session; return their names."""
-    sh(ROOT / "scripts" / "base-image.sh", BASE_IMAGE, timeout=600)
-    build = ["podman", "build", "--pull=never", "--network=host", "--quiet"]
-    sh(*build, "-f", ROOT / "docker" / "Dockerfile", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-       *pip_index_args(), "-t", IMAGE, ROOT, timeout=900)
-    sh(*build, "--build-arg", f"PRELOADER_IMAGE={IMAGE}", "-t", APP_IMAGE, COMPOSE_DIR / "app")
-    return {"preloader": IMAGE, "app": APP_IMAGE}
+    return build_images()
 
 
 @pytest.fixture(scope="session")
 def docker_host(podman, tmp_path_factory):
     """`podman system service` on a socket of our own, for docker-compose."""
+    require_tools("docker-compose")
     sock = tmp_path_factory.mktemp("podman") / "podman.sock"
     log = open(sock.with_name("service.log"), "w")
     # The containers it makes for docker-compose get the settings of the CONTAINERS_CONF it starts with.
@@ -145,10 +102,6 @@ def podman_run(image, *args, env=None, volume=None, options=(), timeout=120) -> 
     return sh(*cmd, image, *args, check=False, timeout=timeout)
 
 
-def inspect(container: str) -> dict:
-    return json.loads(sh("podman", "inspect", container).stdout)[0]
-
-
 def assert_made_with_our_conf(container: str) -> None:
     """The container's runtime and ulimits are those of CONTAINERS_CONF (podman's own defaults for root
     are crun where installed, nofile 1048576 and nproc 4194304)."""
@@ -161,30 +114,6 @@ def assert_made_with_our_conf(container: str) -> None:
     details = inspect(container)
     assert details["OCIRuntime"] == conf["engine"]["runtime"]
     assert {u["Name"]: (u["Soft"], u["Hard"]) for u in details["HostConfig"]["Ulimits"]} == want
-
-
-def logs(container: str) -> str:
-    proc = sh("podman", "logs", container)
-    return proc.stdout + proc.stderr
-
-
-def wait_for_line(container: str, prefix: str, timeout: float = 60) -> str:
-    """The first line of the container's output that starts with `prefix`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = logs(container)
-        found = [line for line in text.splitlines() if line.startswith(prefix)]
-        if found:
-            return found[0]
-        state = inspect(container)["State"]
-        if not state["Running"] or time.monotonic() > deadline:
-            raise AssertionError(f"no {prefix!r} line from {container} (running={state['Running']}):\n{text}")
-        time.sleep(0.2)
-
-
-def loaded(line: str) -> dict:
-    """The JSON of the example app's `app: loaded {...}` line."""
-    return json.loads(line.removeprefix("app: loaded "))
 
 
 class Stack:
@@ -322,13 +251,6 @@ def test_docker_stop_of_a_service_without_handler_is_143_promptly(images):
         assert inspect(name)["State"]["ExitCode"] == 143
     finally:
         sh("podman", "rm", "-f", name, check=False)
-
-
-def wait_until_running(container: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not inspect(container)["State"]["Running"]:
-        assert time.monotonic() < deadline, f"{container} never ran"
-        time.sleep(0.1)
 
 
 # -- compose: the sidecar (init) pattern ----------------------------------------------------------------------

@@ -11,8 +11,9 @@ import traceback
 import click
 
 from .. import logs
-from ..config import OPTIONS, Settings, debug_requested, secrets_in
+from ..config import Settings, debug_requested, secrets_in
 from ..errors import Aborted, PreloaderError
+from ..options import OPTIONS
 from ..spec import RepoSpec, parse_specs
 from ..units import parse_duration, parse_size
 
