@@ -35,13 +35,15 @@ def to_store(cache: Path) -> int:
     return moved
 
 
-def payload(cache: Path) -> int:
-    """Bytes of blob content on disk, each file once: repo blobs of their own and store entries."""
-    total = 0
+def payload(cache: Path, *, per_path: bool = False) -> int:
+    """Bytes of blob content on disk, each file (inode) once: repo blobs of their own and store entries.
+    `per_path`: a hard-linked blob once per name, as huggingface_hub counts it."""
+    files = {}
     for path in cache.rglob("*"):
         if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", path.name) and path.is_file() and not path.is_symlink():
-            total += path.stat().st_size
-    return total
+            st = path.stat()
+            files[path if per_path else (st.st_dev, st.st_ino)] = st.st_size
+    return sum(files.values())
 
 
 def du(path: Path) -> int:
@@ -68,7 +70,10 @@ def test_ls_counts_each_store_entry_once_as_huggingface_hub_does(stored, cache):
 
     hf = scan_cache_dir(cache)
     ours = preloader_json(["ls"], stored)
-    assert ours["totals"]["size"] == hf.size_on_disk == payload(cache)
+    # Each file once. huggingface_hub counts a blob hard-linked into two repos (the fork's config.json,
+    # linked from tiny-model's by the preload) once per repo: what `du` says is ours.
+    assert ours["totals"]["size"] == payload(cache) < hf.size_on_disk == payload(cache, per_path=True)
+    assert ours["totals"]["shared"] > 18_000  # the weights both links show, and the files linked
     assert {r["repo"]: r["size"] for r in ours["repos"]} == {r.repo_id: r.size_on_disk for r in hf.repos}
     assert hf.warnings == []
 
@@ -130,12 +135,12 @@ def test_our_transfer_and_store_entries_live_side_by_side(stored, cache, hub, mi
     a lost small file is fetched alone, and the consumers read both kinds."""
     commit = mirrors.sha("model", MODEL, "main")
     snapshot = cache / "models--org--tiny-model" / "snapshots" / commit
-    (snapshot / "config.json").resolve().unlink()  # its blob (ours, not in the store) and its link
-    (snapshot / "config.json").unlink()
+    (snapshot / "README.md").resolve().unlink()  # its blob (ours, not in the store) and its link
+    (snapshot / "README.md").unlink()
     hub.reset()
     assert run_preloader(["run"], stored).returncode == 0
     fetched = [r.path for r in hub.requests(method="GET") if "/resolve/" in r.path]
-    assert fetched == [f"/org/tiny-model/resolve/{commit}/config.json"]
+    assert fetched == [f"/org/tiny-model/resolve/{commit}/README.md"]
     code = ("import sys; from transformers import AutoModel; "
             "AutoModel.from_pretrained(sys.argv[1], local_files_only=True); print('loaded')")
     env = stored | {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import kubernetes_validate
@@ -66,7 +65,7 @@ def load(path: Path) -> list[dict]:
 
 
 def kind_named(kind: str, name: str) -> dict:
-    found = [doc for path in manifest_files() for doc in load(path) if (doc["kind"], doc["metadata"]["name"]) == (kind, name)]
+    found = [doc for path in manifest_files() for doc in load(path) if identity(doc) == (kind, name)]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} in {MANIFESTS}"
     return found[0]
 
@@ -85,6 +84,10 @@ def containers(spec: dict) -> list[dict]:
 
 def workloads() -> list[dict]:
     return [doc for path in manifest_files() for doc in load(path) if pod_spec(doc)]
+
+
+def identity(doc: dict) -> tuple[str, str]:
+    return doc["kind"], doc["metadata"]["name"]
 
 
 def image_name(image: str) -> str:
@@ -225,15 +228,13 @@ def test_kustomize_renders_every_object_and_points_the_images_elsewhere(tmp_path
     assert proc.returncode == 0, proc.stderr
     rendered = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     expected = [doc for path in manifest_files() for doc in load(path)]
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == \
-        sorted((d["kind"], d["metadata"]["name"]) for d in expected)
-    images = Counter(c["image"] for doc in rendered if pod_spec(doc) for c in containers(pod_spec(doc)))
-    assert set(images) == {"registry.example.com/ml/preloader:1.2.3", "registry.example.com/ml/app:7"}
+    assert sorted(map(identity, rendered)) == sorted(map(identity, expected))
+    images = {c["image"] for doc in rendered if pod_spec(doc) for c in containers(pod_spec(doc))}
+    assert images == {"registry.example.com/ml/preloader:1.2.3", "registry.example.com/ml/app:7"}
     # And what the base renders is exactly the files.
     proc = subprocess.run([kubectl, "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
-    assert sorted((d for d in yaml.safe_load_all(proc.stdout) if d), key=key) == sorted(expected, key=key)
+    assert sorted((d for d in yaml.safe_load_all(proc.stdout) if d), key=identity) == sorted(expected, key=identity)
 
 
 # -- podman kube play ---------------------------------------------------------------------------------------------
@@ -305,8 +306,8 @@ def token_secret() -> dict:
 
 
 def token_values() -> set[str]:
-    # Podman 4.3 mounts a Secret's `data` as it is, base64 and all; Kubernetes (and later podman) decode it.
-    # Either way, what the hub gets must be the file's content.
+    # Podman 4.3 mounts a Secret's `data` as it is, base64 and all; Kubernetes decodes it. Either way, what
+    # the hub gets must be the mounted file's content.
     return {TOKEN, base64.b64encode(TOKEN.encode()).decode()}
 
 
@@ -344,7 +345,7 @@ class Kube:
             sh("podman", "volume", "rm", "-f", name, check=False)
         for name in self.secrets:
             sh("podman", "secret", "rm", name, check=False)
-            sh("podman", "volume", "rm", "-f", name, check=False)  # podman 4.3 may leave one of that name
+            sh("podman", "volume", "rm", "-f", name, check=False)  # podman 4.3 keeps the Secret's files in one
 
 
 def pod_name(doc: dict) -> str:
@@ -390,6 +391,7 @@ def assert_token_only_reached_the_hub(hub, *container_names: str) -> None:
         assert not [t for t in token_values() if t in text], f"the token shows in {name}"
 
 
+@pytest.mark.slow
 def test_init_container_deployment_in_podman(kube, images, hub, mirrors):
     """(a): the init container preloads into the emptyDir; the app then starts on it, offline."""
     deployment = kind_named("Deployment", "hf-app-init")
@@ -421,6 +423,7 @@ def test_init_container_deployment_in_podman(kube, images, hub, mirrors):
     assert_token_only_reached_the_hub(hub, preloader_box, app)
 
 
+@pytest.mark.slow
 def test_shared_cache_job_and_read_only_consumers_in_podman(kube, images, hub, mirrors):
     """(c): the consumer starts first and waits; the Job (as a Pod) fills the volume; the consumer then
     starts its app on the volume, mounted read-only."""
@@ -461,6 +464,7 @@ def test_shared_cache_job_and_read_only_consumers_in_podman(kube, images, hub, m
     assert_token_only_reached_the_hub(hub, fill, app)
 
 
+@pytest.mark.slow
 def test_node_prewarm_pod_template_in_podman(kube, images, hub, mirrors, tmp_path):
     """(b), as far as podman goes: the DaemonSet's pod template as a Pod, on a hostPath directory that is
     root's (as the kubelet makes it): the init container hands it to UID 1000, the preloader fills it,
@@ -494,6 +498,7 @@ def test_node_prewarm_pod_template_in_podman(kube, images, hub, mirrors, tmp_pat
     assert_token_only_reached_the_hub(hub, main)
 
 
+@pytest.mark.slow
 def test_podman_cannot_run_jobs_or_daemonsets(podman, tmp_path):
     """Why the Job and the DaemonSet run as Pods above: said in deploy/kubernetes/README.md, checked here,
     so that the README and the tests learn when a podman upgrade can run them."""

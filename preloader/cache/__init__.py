@@ -16,18 +16,20 @@ from typing import TYPE_CHECKING
 
 __all__ = [
     "CacheInfo", "RepoInfo", "RevisionInfo", "SnapshotStatus", "SnapshotCheck", "Removal", "RemovalReport",
-    "list_cache", "status", "verify", "remove", "prune",
+    "DedupReport", "list_cache", "status", "verify", "remove", "prune", "dedup",
 ]
 
 if TYPE_CHECKING:
     from .manage import (
         CacheInfo,
+        DedupReport,
         Removal,
         RemovalReport,
         RepoInfo,
         RevisionInfo,
         SnapshotCheck,
         SnapshotStatus,
+        dedup,
         list_cache,
         prune,
         remove,

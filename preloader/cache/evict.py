@@ -77,7 +77,9 @@ def unlink_blob(blob: Path, cache_dir: Path, entries: set[Path]) -> int:
     itself: its entry goes into `entries`, for `store.sweep` once every removal is done."""
     try:
         entry = store.target(blob, cache_dir)
-        size = 0 if entry is not None or blob.is_symlink() else blob.lstat().st_size
+        st = blob.lstat()
+        # A link into the store, or a hard link another repo shares (dedup), frees nothing yet.
+        size = st.st_size if entry is None and not blob.is_symlink() and st.st_nlink == 1 else 0
         blob.unlink()
     except OSError:
         return 0

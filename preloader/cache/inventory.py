@@ -69,8 +69,9 @@ class CacheInfo:
     cache_dir: Path
     state_dir: Path
     repos: list[RepoInfo]
-    size: int
+    size: int  # on disk, each file once
     free: int | None
+    shared: int = 0  # of `size`, bytes that several repos hold as one file (hard links, store entries)
 
 
 def snapshot_blobs(snapshot: Path) -> dict[str, Path]:
@@ -171,23 +172,34 @@ def scan(layout: Layout) -> CacheInfo:
             info = scan_repo(layout, layout.cache_dir / name)
             if info is not None:
                 repos.append(info)
-    return CacheInfo(layout.cache_dir, layout.state_dir, repos, physical_size(layout, repos),
-                     free_space(layout.cache_dir))
+    size, shared = physical_size(layout, repos)
+    return CacheInfo(layout.cache_dir, layout.state_dir, repos, size, free_space(layout.cache_dir), shared)
 
 
-def physical_size(layout: Layout, repos: list[RepoInfo]) -> int:
-    """Bytes on disk, each once: repos' own blobs, and every entry of the shared store (linked or not),
-    as `scan_cache_dir().size_on_disk` counts them. A repo's own size counts what it links (logical)."""
-    sizes = store.entries(layout.cache_dir)
+def physical_size(layout: Layout, repos: list[RepoInfo]) -> tuple[int, int]:
+    """Bytes on disk, each file once, and of those the bytes several repos share.
+
+    Each store entry (linked or not) counts once, as `scan_cache_dir().size_on_disk` counts them, and so
+    does each hard-linked blob (which huggingface_hub would count per repo). A repo's own size counts
+    what it links (logical).
+    """
+    files: dict[tuple[int, int], int] = {}
+    holders: dict[tuple[int, int], set[str]] = {}
+    for entry, size in store.entries(layout.cache_dir).items():
+        st = entry.stat()
+        files[(st.st_dev, st.st_ino)] = size
     for repo in repos:
         for revision in repo.revisions:
             for blob in snapshot_blobs(revision.path).values():
-                if blob not in sizes and store.target(blob, layout.cache_dir) is None:
-                    try:
-                        sizes[blob] = blob.stat().st_size
-                    except OSError:
-                        pass
-    return sum(sizes.values())
+                try:
+                    st = blob.stat()
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                files[key] = st.st_size
+                holders.setdefault(key, set()).add(repo.path.name)
+    shared = sum(files[key] for key, names in holders.items() if len(names) > 1)
+    return sum(files.values()), shared
 
 
 def free_space(path: Path) -> int | None:

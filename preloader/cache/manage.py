@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import NotFoundError, TransientError
 from ..spec import RepoSpec
-from . import evict, records, store, trees
+from . import evict, hashing, records, store, trees
+from .dedup import DedupReport, duplicates, replace_with_link
 from .evict import Removal, RemovalReport
 from .integrity import SnapshotCheck, check_snapshot, drop_bad_files
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan, snapshot_blobs
@@ -292,3 +293,29 @@ def _remove_path(path: Path) -> None:
     else:
         path.unlink(missing_ok=True)
 
+
+def dedup(cache: Layout | str | Path, *, dry_run: bool = False, lock_timeout: float = 0,
+          locking: RepoLocks | None = None) -> DedupReport:
+    """Make byte-identical blobs of several repos one file (hard links on one filesystem); report the
+    bytes saved. The copy kept is checked against its etag first; a repo whose lock is held is skipped."""
+    lay = _layout(cache)
+    locking = locking or RepoLocks.auto(lay)
+    report = DedupReport(dry_run=dry_run)
+    for etag, paths in duplicates(lay).items():
+        keep = next((p for p in paths if hashing.matches(p, etag)), None)
+        if keep is None:
+            continue  # no good copy: `preloader verify --repair` first
+        report.linked[etag] = [str(p) for p in paths]
+        for other in paths:
+            if other == keep:
+                continue
+            if dry_run:
+                report.saved += other.stat().st_size if other.stat().st_nlink == 1 else 0
+                continue
+            spec = _repo_of(lay, other)
+            try:
+                with locking.hold(spec, timeout=lock_timeout, what=f"{spec.repo_type} {spec.repo_id}"):
+                    report.saved += replace_with_link(keep, other)
+            except TransientError:
+                report.skipped.append(f"{other}: locked")
+    return report

@@ -78,13 +78,26 @@ def freed_with(blob: Path, going: set[Path], cache_dir: Path) -> int:
     entry = target(blob, cache_dir)
     if entry is None:
         try:
-            return 0 if blob.is_symlink() else blob.lstat().st_size
+            st = blob.lstat()
         except OSError:
             return 0
+        if blob.is_symlink():
+            return 0
+        # A blob hard-linked into several repos (dedup) frees its bytes with its last link.
+        same = sum(1 for other in going if _same_file(other, st))
+        return st.st_size if same >= st.st_nlink else 0
     from huggingface_hub.utils._shared_blobs import expected_shared_blob_freed_size
 
     absolute = {Path(os.path.abspath(path)) for path in going}
     return expected_shared_blob_freed_size(entry, blob_paths_to_delete=absolute, cache_dir=cache_dir)
+
+
+def _same_file(path: Path, st: os.stat_result) -> bool:
+    try:
+        other = path.lstat()
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 def publish(blob: Path, entry_name: str, size: int, cache_dir: Path) -> bool:

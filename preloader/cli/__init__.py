@@ -21,7 +21,7 @@ COMMANDS = {
     "run": ("preload", "run"), "plan": ("preload", "plan"), "wait": ("preload", "wait"),
     "warm": ("preload", "warm_command"), "ls": ("cache", "ls_command"), "status": ("cache", "status"),
     "verify": ("cache", "verify"), "rm": ("cache", "rm_command"), "prune": ("cache", "prune"),
-    "doctor": ("cache", "doctor"),
+    "doctor": ("cache", "doctor"), "dedup": ("cache", "dedup_command"),
 }
 
 

@@ -144,6 +144,22 @@ def prune(max_size, older_than, keep_last, keep, keep_dataset, grace, dry_run, a
     emit(as_json, render.removal_json(report, "prune"), render.removal_text(report))
 
 
+@click.command(name="dedup")
+@settings_options(names=CACHE_SETTINGS + LOCK_SETTINGS)
+@click.option("--dry-run", is_flag=True, help="Show what would be linked.")
+@json_option
+@reports_errors
+def dedup_command(dry_run, as_json, **flags):
+    """Store byte-identical files of several repos once (hard links); report the bytes saved.
+
+    Forks, re-uploads and quantization repos often carry the same files. New
+    downloads are linked this way already; this does it for what is on the volume.
+    """
+    s = load_settings(flags)
+    report = cache.dedup(s.layout, dry_run=dry_run, locking=locking(s))
+    emit(as_json, render.dedup_json(report), render.dedup_text(report))
+
+
 @click.command()
 @settings_options
 @json_option

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..units import human_size
 
 if TYPE_CHECKING:  # the types only: doctor's probes and the cache API load when their command runs
-    from ..cache.manage import CacheInfo, RemovalReport, SnapshotCheck, SnapshotStatus
+    from ..cache.manage import CacheInfo, DedupReport, RemovalReport, SnapshotCheck, SnapshotStatus
     from ..doctor import Check
 
 
@@ -52,7 +52,7 @@ def ls_json(info: CacheInfo) -> dict:
             }
             for repo in info.repos
         ],
-        "totals": {"repos": len(info.repos), "size": info.size, "free": info.free},
+        "totals": {"repos": len(info.repos), "size": info.size, "shared": info.shared, "free": info.free},
     }
 
 
@@ -71,7 +71,8 @@ def ls_table(info: CacheInfo) -> list[list[str]]:
 
 
 def ls_footer(info: CacheInfo) -> str:
-    return (f"{len(info.repos)} repos, {human_size(info.size)} on disk (shared blobs once), "
+    return (f"{len(info.repos)} repos, {human_size(info.size)} on disk (each file once; "
+            f"{human_size(info.shared)} of it shared by several repos), "
             f"{human_size(info.free)} free in {info.cache_dir}")
 
 
@@ -130,6 +131,18 @@ def removal_json(report: RemovalReport, command: str) -> dict:
         "leftovers": report.leftovers,
         "freed": report.freed,
     }
+
+
+def dedup_json(report: DedupReport) -> dict:
+    return {"schema": "preloader.dedup/1", "dry_run": report.dry_run, "linked": report.linked,
+            "skipped": report.skipped, "saved": report.saved}
+
+
+def dedup_text(report: DedupReport) -> str:
+    verb = "would link" if report.dry_run else "linked"
+    lines = [f"{verb}  {etag[:12]}  {len(paths)} copies: {', '.join(paths)}" for etag, paths in report.linked.items()]
+    lines += [f"skipped  {line}" for line in report.skipped]
+    return "\n".join(lines + [f"{'would save' if report.dry_run else 'saved'} {human_size(report.saved)}"])
 
 
 def doctor_json(checks: list[Check]) -> dict:

@@ -17,7 +17,7 @@ import contextlib
 import errno
 import os
 
-from ..cache import atomic
+from ..cache import atomic, dedup
 from ..cache.hashing import algorithm
 from ..cache.layout import Layout
 from ..errors import TransientError, UnsafePathError
@@ -52,7 +52,7 @@ class Transfer:
 
     def __init__(self, layout: Layout, spec: RepoSpec, commit: str, file: RemoteFile, source: RemoteSource,
                  connections: int) -> None:
-        self.layout, self.file, self.source = layout, file, source
+        self.layout, self.spec, self.file, self.source = layout, spec, file, source
         self.connections = max(1, connections)
         self.blob = layout.blob(spec, file.etag)
         self.partial = layout.partial_blob(spec, file.etag)
@@ -70,7 +70,8 @@ class Transfer:
         atomic.ensure_inside(self.blob, self.layout.cache_dir)
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
-                if not self.blob.exists():
+                if not self.blob.exists() and dedup.adopt(self.layout, self.spec, self.file.etag,
+                                                          self.file.size) is None:
                     self._download_racing()
                 atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
         except Timeout:

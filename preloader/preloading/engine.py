@@ -188,9 +188,15 @@ class Preloader:
               files=len(todo), bytes=total)
         clock = Clock()
         records.mark_started(self.layout, spec, commit)
+        received = [0]  # over the network, every attempt; a blob linked from another repo is not counted
+
+        def on_bytes(count: int) -> None:
+            received[0] += count
+            progress.add(count)
+
         try:
             retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep)(
-                lambda: self.hub.fetch(spec, commit, p.missing(self.layout), on_bytes=progress.add))
+                lambda: self.hub.fetch(spec, commit, p.missing(self.layout), on_bytes=on_bytes))
         except TransientError:
             raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
@@ -208,8 +214,9 @@ class Preloader:
         records.clear_started(self.layout, spec, commit)
         secs = clock.seconds()
         event(logger, "fetch.done", repo=spec.repo_id, rev=spec.revision, commit=commit, files=len(todo),
-              bytes=total, secs=secs, rate=f"{total / secs / 1e6:.1f}MB/s" if secs else "-")
-        return total
+              bytes=received[0], linked=max(0, total - received[0]), secs=secs,
+              rate=f"{received[0] / secs / 1e6:.1f}MB/s" if secs else "-")
+        return min(received[0], total)
 
     def publish(self, state: Completeness, clock: Clock, *, fetched: int, source: str) -> PreloadResult:
         """Point refs and the alias at a complete snapshot; report the result."""

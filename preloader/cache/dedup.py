@@ -1,0 +1,128 @@
+"""The same bytes stored once per volume: a blob another repo already holds is linked, not downloaded.
+
+Re-uploads, forks, mirrors and quantization repos often carry byte-identical files (same LFS sha256,
+same git blob id), and the blob's name is that id. Before fetching a file, a complete blob of the same
+name and size in any repo of the cache is hard-linked into this repo's `blobs/` (on the same filesystem;
+elsewhere it is copied and checked). `dedup()` does the same for copies already on the volume. Xet files
+that huggingface_hub keeps in its shared store are left to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..logs import event
+from ..spec import RepoSpec
+from . import atomic
+from .hashing import blob_hasher
+from .layout import Layout, parse_folder_name
+
+logger = logging.getLogger(__name__)
+
+
+def blobs_named(layout: Layout, etag: str, size: int) -> Iterator[Path]:
+    """Complete blobs of this name and size in any repo of the cache: regular files, not links into
+    huggingface_hub's store, not partial downloads."""
+    try:
+        folders = sorted(os.listdir(layout.cache_dir))
+    except OSError:
+        return
+    for folder in folders:
+        if parse_folder_name(folder) is None:
+            continue
+        blob = layout.cache_dir / folder / "blobs" / etag
+        try:
+            st = blob.lstat()
+        except OSError:
+            continue
+        if os.path.isfile(blob) and not blob.is_symlink() and st.st_size == size:
+            yield blob
+
+
+def adopt(layout: Layout, spec: RepoSpec, etag: str, size: int) -> Path | None:
+    """Give this repo the blob `etag` from another repo of the cache, if one has it: a hard link, or a copy
+    checked against the etag where links cannot be made. The blob it came from, or None."""
+    target = layout.blob(spec, etag)
+    for source in blobs_named(layout, etag, size):
+        if source == target:
+            continue
+        temp = atomic.temp_name(target)
+        try:
+            try:
+                os.link(source, temp)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                if not _checked_copy(source, temp, etag, size):
+                    continue
+            os.replace(temp, target)
+        except OSError:
+            continue  # that one went away meanwhile: try another, else download
+        finally:
+            temp.unlink(missing_ok=True)
+        event(logger, "dedup.linked", repo=spec.repo_id, blob=etag[:12], bytes=size, source=source.parent.parent.name)
+        return source
+    return None
+
+
+def _checked_copy(source: Path, temp: Path, etag: str, size: int) -> bool:
+    digest = blob_hasher(etag, size)
+    with open(source, "rb") as reader, open(temp, "wb") as writer:
+        while chunk := reader.read(8 * 1024 * 1024):
+            digest.update(chunk)
+            writer.write(chunk)
+    if digest.hexdigest() != etag:
+        temp.unlink(missing_ok=True)
+        return False
+    return True
+
+
+@dataclass
+class DedupReport:
+    """What `dedup` linked: {etag: [blob paths now one file]}, and the bytes that freed."""
+
+    linked: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    saved: int = 0
+    dry_run: bool = False
+
+
+def duplicates(layout: Layout) -> dict[str, list[Path]]:
+    """{etag: blobs of that name in several repos, as separate files on one filesystem}."""
+    by_name: dict[str, list[Path]] = {}
+    for folder in sorted(os.listdir(layout.cache_dir)) if layout.cache_dir.is_dir() else []:
+        blobs = layout.cache_dir / folder / "blobs"
+        if parse_folder_name(folder) is None or not blobs.is_dir():
+            continue
+        for name in sorted(os.listdir(blobs)):
+            path = blobs / name
+            if "." not in name and path.is_file() and not path.is_symlink():
+                by_name.setdefault(name, []).append(path)
+    found = {}
+    for etag, paths in by_name.items():
+        inodes = {(p.stat().st_dev, p.stat().st_ino) for p in paths}
+        devices = {dev for dev, _ in inodes}
+        if len(inodes) > 1 and len(devices) == 1 and len({p.stat().st_size for p in paths}) == 1:
+            found[etag] = paths
+    return found
+
+
+def replace_with_link(keep: Path, other: Path) -> int:
+    """Make `other` a hard link to `keep` (atomically); the bytes that frees (0 if `other` had other links)."""
+    st = other.stat()
+    if (st.st_dev, st.st_ino) == (keep.stat().st_dev, keep.stat().st_ino):
+        return 0
+    temp = atomic.temp_name(other)
+    try:
+        os.link(keep, temp)
+        os.replace(temp, other)
+    finally:
+        temp.unlink(missing_ok=True)
+    return st.st_size if st.st_nlink == 1 else 0
+
+
