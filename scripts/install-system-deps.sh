@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# What the container tests need on a Debian bookworm machine, installed idempotently (run as root):
+# What the container and shared-volume tests need on a Debian bookworm machine, installed idempotently
+# (run as root):
 #
-# - Installs, with apt-get and only if one of podman, runc, docker-compose or debootstrap is missing,
-#   the Debian packages podman, runc, docker-compose (1.29; it talks to `podman system service`),
-#   debootstrap (to make the local Python base image: there is no registry to pull one from),
-#   containernetworking-plugins, iptables and ca-certificates. Beyond what those packages install,
-#   it changes nothing of the machine's configuration: no file under /etc/containers/ is written.
+# - Installs, with apt-get and only if one of podman, runc, docker-compose, debootstrap, catatonit or
+#   bindfs is missing, the Debian packages podman, runc, docker-compose (1.29; it talks to `podman system
+#   service`), debootstrap (to make the local Python base image: there is no registry to pull one from),
+#   catatonit (podman builds the pause image of a pod's infra container from it: without it every
+#   `podman kube play` of tests/test_kubernetes.py fails), bindfs (FUSE mounts that stand in for nodes
+#   sharing one volume, in tests/test_fleet.py), containernetworking-plugins, iptables and ca-certificates.
+#   Beyond what those packages install, it changes nothing of the machine's configuration: no file under
+#   /etc/containers/ is written.
 # - Writes .containers/containers.conf in this checkout (git-ignored), by scripts/containers-conf.sh:
 #   runc and ulimits within this machine's hard limits. Podman reads it only where CONTAINERS_CONF
 #   points at it, as the tests and scripts/ do; the tests write it again themselves if it is missing.
@@ -13,8 +17,8 @@
 # Not root, or not Debian, with a package missing: prints what is missing and exits 1, so CI fails loudly.
 set -euo pipefail
 
-packages=(podman runc docker-compose debootstrap)
-commands=(podman runc docker-compose debootstrap)
+packages=(podman runc docker-compose debootstrap catatonit bindfs)
+commands=(podman runc docker-compose debootstrap catatonit bindfs)
 
 missing=()
 for c in "${commands[@]}"; do
