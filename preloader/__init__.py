@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import preload, wait
+from .api import Cache, preload, wait
 from .config import Settings
 from .errors import (
     AuthError,
@@ -27,6 +27,7 @@ from .spec import RepoSpec
 
 __all__ = [
     "AuthError",
+    "Cache",
     "ConfigError",
     "DiskError",
     "NotFoundError",

@@ -122,3 +122,81 @@ def warm(models: Specs = None, *, mode: str | WarmMode = "page-cache", dtype: Dt
                                 "run `preloader run` first")
         results.append(PreloadResult.of(settings.layout, state))
     return warm_results(results, mode, dtype=dtype, lock=lock)
+
+
+class Cache:
+    """A hub cache you can hold in code, like llama-cpp-python's LlamaDiskCache: a mapping from repo specs
+    to complete snapshot paths, with an optional capacity in bytes.
+
+        cache = preloader.Cache("/runpod-volume/hub", capacity_bytes=200 * 2**30)
+        cache.preload(models=["org/model-a"])          # evicts least recently used snapshots past 200 GiB
+        path = cache["org/model-a"]                    # KeyError unless complete
+        "hf://datasets/org/data@v1.0" in cache
+        for spec in cache: ...                         # every complete snapshot, pinned to its commit
+        del cache["org/model-a:dev"]                   # that revision and what only it used
+
+    A spec is a RepoSpec or a string in any form the env vars take (`hf://datasets/...` for a dataset).
+    `options` are those of `settings_for` (state_dir, token, endpoint, ...).
+    """
+
+    def __init__(self, cache_dir: str | Path, capacity_bytes: int | None = None, **options) -> None:
+        self.capacity = capacity_bytes
+        self.options = dict(options, cache_dir=cache_dir)
+        self.layout = settings_for(**self.options).layout
+
+    def _spec(self, key: str | RepoSpec) -> RepoSpec:
+        if isinstance(key, RepoSpec):
+            return key
+        try:
+            return parse_specs([key], "model")[0]
+        except ConfigError:
+            return parse_specs([key], "dataset")[0]  # raises for what is neither
+
+    def _state(self, key: str | RepoSpec):
+        return records.check(self.layout, self._spec(key))
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return self._state(key).complete
+        except ConfigError:
+            return False
+
+    def __getitem__(self, key: str | RepoSpec) -> Path:
+        state = self._state(key)
+        if not state.complete:
+            raise KeyError(f"{state.spec} is not complete in {self.layout.cache_dir}: {state.detail}")
+        return self.layout.snapshot_dir(state.spec, state.commit)
+
+    def get(self, key: str | RepoSpec, default: Path | None = None) -> Path | None:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __iter__(self):
+        from .cache.inventory import scan
+
+        for repo in scan(self.layout).repos:
+            for revision in repo.revisions:
+                if revision.complete:
+                    yield RepoSpec(repo.repo_type, repo.repo_id, revision.commit)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __delitem__(self, key: str | RepoSpec) -> None:
+        from .cache.manage import remove
+
+        spec = self._spec(key)
+        if spec not in self:
+            raise KeyError(f"{spec} is not in {self.layout.cache_dir}")
+        remove(self.layout, revisions=[spec])
+
+    def preload(self, models: Specs = None, datasets: Specs = None) -> list[PreloadResult]:
+        """Preload into this cache (see `preload`), then evict least recently used complete snapshots until
+        the capacity holds: never one just preloaded, never one whose repo lock is held."""
+        from .preloading.capacity import keep_within
+
+        results = preload(models, datasets, **self.options)
+        keep_within(self.layout, self.capacity, results)
+        return results

@@ -55,6 +55,7 @@ class Settings:
     connections: int = 8
     parallel_threshold: int = 64 * 1024**2
     min_free: int = 1024**3
+    max_cache_size: int | None = None
     warm: WarmMode = WarmMode("none")
     warm_lock: bool = False
     dtype: Dtype | None = None
@@ -269,6 +270,7 @@ class _Loader:
             include=self.value("include") or (),
             exclude=self.value("exclude") or (),
             timeout=self.value("timeout") or None,
+            max_cache_size=self.value("max_cache_size") or None,
             offline=offline,
             offline_source=offline_source,
             dtype=None if dtype == "none" else dtype,

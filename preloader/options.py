@@ -100,6 +100,9 @@ OPTIONS: tuple[Option, ...] = (
            "Parallel ranged connections per large file (at most 64).", default="8", kind="count", most=64),
     Option("parallel_threshold", "PRELOADER_PARALLEL_THRESHOLD", "--parallel-threshold",
            "Files at least this big use several connections (500M, 64MiB).", default="64MiB", kind="size"),
+    Option("max_cache_size", "PRELOADER_MAX_CACHE_SIZE", "--max-cache-size",
+           "After the preload, evict least recently used complete snapshots until the cache is at most this big "
+           "(200G; 0 = no bound); never one just preloaded, never a locked one.", default="0", kind="size"),
     Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
            "Free space to leave on the cache volume; exit 74 before downloading if it would not fit.",
            default="1GiB", kind="size"),

@@ -164,7 +164,7 @@ def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions
 
 def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than: float | None = None,
           keep_last: int = 0, keep: Iterable[RepoSpec] = (), grace: float = 3600.0, dry_run: bool = False,
-          now: float | None = None, locking: RepoLocks | None = None) -> RemovalReport:
+          now: float | None = None, locking: RepoLocks | None = None, leftovers: bool = True) -> RemovalReport:
     """Evict least recently used complete snapshots until the bounds hold; clean stale leftovers.
 
     Never evicts a snapshot whose repo lock is held (a preload or removal is
@@ -184,7 +184,8 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
         if too_old or too_big:
             size -= _evict(lay, locking, repo, rev, "older than bound" if too_old else "over size bound", report,
                            gone)
-    _clean_leftovers(lay, locking, info, grace, now, report)
+    if leftovers:
+        _clean_leftovers(lay, locking, info, grace, now, report)
     return report
 
 

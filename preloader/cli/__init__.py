@@ -19,9 +19,10 @@ from ..errors import exit_codes
 # command name -> module in this package and the command's name there
 COMMANDS = {
     "run": ("preload", "run"), "plan": ("preload", "plan"), "wait": ("preload", "wait"),
-    "warm": ("preload", "warm_command"), "ls": ("cache", "ls_command"), "status": ("cache", "status"),
-    "verify": ("cache", "verify"), "rm": ("cache", "rm_command"), "prune": ("cache", "prune"),
-    "doctor": ("cache", "doctor"), "dedup": ("cache", "dedup_command"),
+    "warm": ("preload", "warm_command"), "pull": ("preload", "pull"),
+    "ls": ("cache", "ls_command"), "status": ("cache", "status"), "verify": ("cache", "verify"),
+    "rm": ("cache", "rm_command"), "prune": ("cache", "prune"), "dedup": ("cache", "dedup_command"),
+    "doctor": ("cache", "doctor"),
 }
 
 

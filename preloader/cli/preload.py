@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 
 import click
 
 from ..api import warm
+from ..options import OPTIONS
 from ..preloading import entrypoint
 from ..spec import parse_specs
 from .base import CACHE_SETTINGS, load_settings, reports_errors, settings_options
@@ -55,6 +57,28 @@ def wait(command, **flags):
     No network. Exit 75 when --timeout passes first.
     """
     entrypoint.wait(load_settings(flags), list(command), os.environ)
+
+
+PULL_SETTINGS = tuple(o.name for o in OPTIONS if o.name not in ("models", "datasets", "warm", "warm_lock", "dtype",
+                                                                  "service_offline", "export_token", "manifest"))
+
+
+@click.command()
+@settings_options(names=PULL_SETTINGS)
+@click.option("--dataset", "datasets_only", is_flag=True, help="The SPECs are datasets.")
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@reports_errors
+def pull(specs, datasets_only, **flags):
+    """Download SPECs (user/name[:revision], hf://...) into the cache and print each snapshot's path.
+
+    For people at a shell, the way `docker pull` and `hf download` read: the same
+    checks, locks, resume and cache as `preloader run`, with no service to start.
+    """
+    s = load_settings(flags)
+    wanted = parse_specs(list(specs), "dataset" if datasets_only else "model")
+    s = replace(s, models=() if datasets_only else wanted, datasets=wanted if datasets_only else ())
+    for result in entrypoint.pull(s, progress=sys.stderr.isatty()):
+        click.echo(result.path)
 
 
 @click.command(name="warm")

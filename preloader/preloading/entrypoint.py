@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from ..config import Settings
 from ..logs import event, flush
 from . import handoff, signals
+from .capacity import keep_within
 from .engine import Preloader
 from .results import PreloadResult
 from .waiting import wait_ready
@@ -30,7 +31,9 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
         logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
         lock = False
     signals.install(settings.timeout)
-    results = Preloader(settings, progress=progress).run()
+    preloader = Preloader(settings, progress=progress)
+    results = preloader.run()
+    keep_within(settings.layout, settings.max_cache_size, results, preloader.locks)
     if warming:
         from ..api import warm_results
 
@@ -44,6 +47,16 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
         hand_over(settings, results, command, environ)
     elif lock:
         hold_until_stopped()
+
+
+def pull(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
+    """Preload, within the capacity, and return the results: `preloader pull` at a shell."""
+    signals.install(settings.timeout)
+    preloader = Preloader(settings, progress=progress)
+    results = preloader.run()
+    keep_within(settings.layout, settings.max_cache_size, results, preloader.locks)
+    signals.uninstall()
+    return results
 
 
 def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str]) -> None:
