@@ -29,7 +29,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(PY) -m pytest
 
-# What the container tests need (podman, runc, docker-compose, debootstrap); idempotent. Podman's
+# What the container, Kubernetes and fleet tests need (podman, runc, docker-compose, debootstrap,
+# catatonit for podman kube play, bindfs for two mounts of one volume); idempotent. Podman's
 # settings go to .containers/containers.conf in this checkout, which the tests and scripts pass in
 # CONTAINERS_CONF; nothing under /etc/containers/ is written.
 # As root, or on CI (CI=true), it must work. Elsewhere (no root) the container tests skip and say why.

@@ -39,11 +39,12 @@ def safetensors_header(path: str) -> dict:
 
 
 def load(repo_id: str, revision: str) -> dict:
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import hf_hub_download
 
-    # Resolves the revision through refs/ and the snapshot in the cache; raises if anything is missing.
-    snapshot = snapshot_download(repo_id, revision=revision, local_files_only=True)
+    # Resolves the revision through refs/ to the snapshot in the cache; raises if config.json is missing.
+    # Not snapshot_download: it refuses a snapshot that PRELOADER_INCLUDE filtered (README.md left out).
     config_path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=True)
+    snapshot = os.path.dirname(config_path)
     with open(config_path, encoding="utf-8") as file:
         config = json.load(file)
     tensors = {}
