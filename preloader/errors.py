@@ -64,7 +64,12 @@ class HubDataError(PreloaderError):
     """The hub sent something we refuse to act on: hostile file names, malformed ids (EX_PROTOCOL)."""
 
     exit_code = 76
-    summary = "the hub sent something unsafe (hostile names, malformed ids); nothing written"
+    summary = ("the hub or an archive sent something unsafe (hostile names, malformed ids, wrong bytes); "
+               "nothing written")
+
+
+class ArchiveError(HubDataError):
+    """An archive to import is hostile or damaged: links, devices, paths out, bytes not matching (EX_PROTOCOL)."""
 
 
 class UnavailableError(PreloaderError):

@@ -22,7 +22,7 @@ COMMANDS = {
     "warm": ("preload", "warm_command"), "pull": ("preload", "pull"),
     "ls": ("cache", "ls_command"), "status": ("cache", "status"), "verify": ("cache", "verify"),
     "rm": ("cache", "rm_command"), "prune": ("cache", "prune"), "dedup": ("cache", "dedup_command"),
-    "doctor": ("cache", "doctor"),
+    "export": ("cache", "export_command"), "import": ("cache", "import_command"), "doctor": ("cache", "doctor"),
 }
 
 

@@ -3,13 +3,17 @@ call, output."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 
 import click
 
 from .. import cache
+from ..cache import archive
 from ..cache.locks import RepoLocks
 from ..spec import parse_removals, parse_specs
+from ..units import human_size
 from . import render
 from .base import (
     CACHE_SETTINGS,
@@ -158,6 +162,48 @@ def dedup_command(dry_run, as_json, **flags):
     s = load_settings(flags)
     report = cache.dedup(s.layout, dry_run=dry_run, locking=locking(s))
     emit(as_json, render.dedup_json(report), render.dedup_text(report))
+
+
+@click.command(name="export")
+@settings_options(names=CACHE_SETTINGS)
+@spec_arguments
+@click.option("--all", "everything", is_flag=True, help="Every complete snapshot in the cache.")
+@click.option("-o", "--output", required=True, metavar="FILE|-",
+              help="The archive: FILE.tar, FILE.tar.zst (zstd, with the zstandard package), or - for stdout.")
+@reports_errors
+def export_command(specs, datasets_only, everything, output, **flags):
+    """Write complete snapshots (SPEC..., or --all) to one streaming archive: each blob once, the links,
+    refs and completion records, and a manifest of sizes and hashes.
+
+        preloader export --all -o - | ssh host preloader import -
+    """
+    if bool(specs) == everything:
+        raise click.UsageError("give SPECs or --all (not both)")
+    s = load_settings(flags)
+    chosen = None if everything else parse_spec_args(specs, datasets_only)
+    if output == "-":
+        report = archive.export(s.layout, chosen, sys.stdout.buffer)
+    else:
+        report = archive.export_to_file(s.layout, chosen, Path(output))
+    click.echo(f"exported {len(report.snapshots)} snapshot(s), {report.blobs} blobs, {human_size(report.bytes)}",
+               err=True)
+
+
+@click.command(name="import")
+@settings_options(names=CACHE_SETTINGS + LOCK_SETTINGS + ("lock_timeout",))
+@click.argument("source", metavar="FILE|-")
+@json_option
+@reports_errors
+def import_command(source, as_json, **flags):
+    """Read an archive of `preloader export` into the cache, checking every file against its etag first.
+
+    Blobs the cache already holds are skipped; a hostile or damaged archive is
+    refused (76) with nothing written. Restore = import of an --all export.
+    """
+    s = load_settings(flags)
+    with (contextlib.nullcontext(sys.stdin.buffer) if source == "-" else open(source, "rb")) as stream:
+        report = archive.import_archive(s.layout, stream, locking=locking(s), lock_timeout=s.lock_timeout)
+    emit(as_json, render.import_json(report), render.import_text(report))
 
 
 @click.command()

@@ -145,6 +145,17 @@ def dedup_text(report: DedupReport) -> str:
     return "\n".join(lines + [f"{'would save' if report.dry_run else 'saved'} {human_size(report.saved)}"])
 
 
+def import_json(report) -> dict:
+    return {"schema": "preloader.import/1", "snapshots": report.snapshots, "blobs_written": report.blobs_written,
+            "blobs_present": report.blobs_present, "bytes_written": report.bytes_written}
+
+
+def import_text(report) -> str:
+    lines = [f"imported  {name}" for name in report.snapshots]
+    return "\n".join(lines + [f"{report.blobs_written} blobs written ({human_size(report.bytes_written)}), "
+                              f"{report.blobs_present} already in the cache"])
+
+
 def doctor_json(checks: list[Check]) -> dict:
     return {"schema": "preloader.doctor/1", "ok": all(c.status != "fail" for c in checks),
             "checks": [asdict(c) for c in checks]}
