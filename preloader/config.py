@@ -41,6 +41,7 @@ class Settings:
     token_source: str | None = None
     layout: Layout = field(default_factory=lambda: Layout.build("~/.cache/huggingface/hub"))
     cache_dir_source: str = "default"
+    read_caches: tuple[Path, ...] = ()
     endpoint: str = DEFAULT_ENDPOINT
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -266,6 +267,7 @@ class _Loader:
             layout=Layout.build(cache_dir, self.value("state_dir"), self.value("link_root"), self.value("latest"),
                                 self.value("datasets_cache")),
             cache_dir_source=cache_source,
+            read_caches=tuple(absolute(p) for p in (self.value("read_caches") or "").split(":") if p.strip()),
             endpoint=self.endpoint(),
             include=self.value("include") or (),
             exclude=self.value("exclude") or (),

@@ -48,6 +48,9 @@ OPTIONS: tuple[Option, ...] = (
            "Hugging Face hub cache to fill (the `hub/` layout).",
            default="$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub",
            fallbacks=("HF_HUB_CACHE", "HF_HOME")),
+    Option("read_caches", "PRELOADER_READ_CACHES", "--read-caches",
+           "Read-only hub caches, colon-separated, never written: a snapshot complete in one is used where it "
+           "is (the writable cache gets links to it), not downloaded or copied."),
     Option("state_dir", "PRELOADER_STATE_DIR", "--state-dir",
            "Where locks and completion records live, outside the hub tree.",
            default="`preloader/` beside a cache dir named `hub`, else `<cache>/.locks/preloader`"),

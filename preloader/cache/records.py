@@ -93,16 +93,19 @@ _LOCAL = object()  # check()'s default: the commit refs/ or the pin names
 
 
 def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, *, include: tuple[str, ...] = (),
-          exclude: tuple[str, ...] = (), as_recorded: bool = False) -> Completeness:
+          exclude: tuple[str, ...] = (), as_recorded: bool = False, trust_tree: bool = False) -> Completeness:
     """Is `commit` (default: what the request means locally) complete for this selection?
 
     Wanted are the files of the commit's listing that `include`/`exclude` select, or, with
     `as_recorded`, the files its record says were completed (what `ls` and `prune` judge by).
     A file is missing when the record does not cover it at its size, or it is absent or of
-    another size on disk (links to blobs followed).
+    another size on disk (links to blobs followed). `trust_tree`: without our record, huggingface_hub's
+    tree listing (`trees/<commit>.json`) says what the commit holds (a cache only huggingface_hub wrote).
     """
     commit = local_commit(layout, spec) if commit is _LOCAL else commit
     record = read(layout, spec, commit) if commit else None
+    if record is None and commit and trust_tree:
+        record = from_tree(layout, spec, commit)
     if record is None:
         return Completeness(spec, commit, None, {}, (), present=bool(commit) and
                             layout.snapshot_dir(spec, commit).is_dir())
@@ -110,6 +113,16 @@ def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, 
     unrecorded = {p for p, size in wanted.items() if record.complete.get(p) != size}
     missing = unrecorded | set(missing_on_disk(layout.snapshot_dir(spec, commit), wanted))
     return Completeness(spec, commit, record, wanted, tuple(sorted(missing)), present=True)
+
+
+def from_tree(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
+    """A record made from huggingface_hub's tree listing of the commit: every file listed, wanted."""
+    try:
+        data = json.loads(layout.tree_file(spec, commit).read_text(encoding="utf-8"))
+        listing = {str(path): int(info["size"]) for path, info in data["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return Record(commit, listing, dict(listing)) if data.get("format_version") == 1 else None
 
 
 def missing_on_disk(snapshot: Path, wanted: dict[str, int]) -> list[str]:

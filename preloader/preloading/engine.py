@@ -22,6 +22,7 @@ from ..logs import Clock, event
 from ..spec import RepoSpec
 from .deadline import Deadline
 from .results import PreloadResult
+from .tiers import Tiers
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Preloader:
         self.sleep = sleep
         self.optional = atomic.Optional()
         self.locks = locks.RepoLocks.auto(self.layout, settings.lock, settings.lease_stale)
+        self.tiers = Tiers(settings)
         self._hub = None
 
     @property
@@ -111,6 +113,9 @@ class Preloader:
         cached = self.state(spec)
         if cached.complete and (spec.is_commit or s.offline):
             return self.publish(cached, clock, fetched=0, source="cache")
+        tiered = None if cached.complete or not (spec.is_commit or s.offline) else self.from_tier(spec, clock)
+        if tiered is not None:
+            return tiered
         if s.offline:
             raise TransientError(f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache "
                                  f"and offline mode is on ({s.offline_source}): {cached.detail}")
@@ -124,6 +129,11 @@ class Preloader:
             commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
                                      sleep=self.sleep)(self.hub.resolve, spec)
         except HubUnreachable as error:
+            tiered = None if cached.complete else self.from_tier(spec, clock, source="tier-fallback")
+            if tiered is not None:
+                event(logger, "hub.unreachable", logging.WARNING, repo=spec.repo_id, rev=spec.revision,
+                      using=tiered.commit, error=error)
+                return tiered
             if not cached.complete:
                 raise TransientError(f"{error}; no complete snapshot to fall back on: {cached.detail}") from None
             event(logger, "hub.unreachable", logging.WARNING, repo=spec.repo_id, rev=spec.revision,
@@ -139,7 +149,21 @@ class Preloader:
         online = self.state(spec, commit)
         if online.complete:
             return self.publish(online, clock, fetched=0, source="hub")
-        return Pending(spec, commit, files, wanted, clock)
+        return self.from_tier(spec, clock, commit) or Pending(spec, commit, files, wanted, clock)
+
+    def from_tier(self, spec: RepoSpec, clock: Clock, commit: str | None = None,
+                  source: str = "tier") -> PreloadResult | None:
+        """A snapshot complete in a read-only tier: linked into the writable cache, or used where it is
+        when there is none (PRELOADER_READ_CACHES)."""
+        found = self.tiers.find(spec, commit)
+        if found is None:
+            return None
+        tier, state = found
+        if not atomic.writable(self.layout.cache_dir):
+            return PreloadResult.of(tier, state, seconds=clock.seconds(), source=source)
+        with self.locks.hold(spec, timeout=self.settings.lock_timeout, deadline=self.deadline.left):
+            linked = self.tiers.link(tier, state, self.layout)
+        return self.publish(linked, clock, fetched=0, source=source)
 
     def require_writable(self, pending: list[Pending]) -> None:
         """Files to fetch into a cache this process cannot write: one clear error (74) before trying."""

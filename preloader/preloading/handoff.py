@@ -73,8 +73,8 @@ def service_env(
 ) -> dict[str, str]:
     """The service's environment: ours, minus tokens, plus where the cache and the snapshots are."""
     env = {k: v for k, v in environ.items() if k not in TOKEN_VARS}
-    env["HF_HUB_CACHE"] = str(settings.cache_dir)
-    if settings.layout.hf_home is not None:
+    env["HF_HUB_CACHE"] = str(hub_cache(settings, results))
+    if settings.layout.hf_home is not None and env["HF_HUB_CACHE"] == str(settings.cache_dir):
         env["HF_HOME"] = str(settings.layout.hf_home)
     if settings.service_offline:
         env["HF_HUB_OFFLINE"] = "1"
@@ -93,6 +93,15 @@ def service_env(
     if manifest_path is not None:
         env["PRELOADER_MANIFEST"] = str(manifest_path)
     return env
+
+
+def hub_cache(settings: Settings, results: Sequence[PreloadResult]) -> Path:
+    """The cache the service should read: ours, unless every snapshot is in one read-only tier (no writable
+    cache to link them into)."""
+    homes = {r.path.parents[2] for r in results}
+    if settings.cache_dir not in homes and len(homes) == 1:
+        return homes.pop()
+    return settings.cache_dir
 
 
 def exec_service(argv: Sequence[str], env: Mapping[str, str]) -> None:

@@ -7,12 +7,16 @@ import time
 from collections.abc import Callable
 
 from ..cache import atomic, locks, records
+from ..cache.layout import Layout
+from ..cache.records import Completeness
 from ..config import Settings
 from ..errors import TransientError
 from ..logs import Clock, event
+from ..spec import RepoSpec
 from .deadline import Deadline
 from .engine import check_requested
 from .results import PreloadResult
+from .tiers import Tiers
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +29,10 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
     clock = Clock()
     deadline = Deadline(timeout)
     logged = 0.0
+    tiers = Tiers(settings)
     while True:
-        states = [records.check(layout, spec, include=settings.include, exclude=settings.exclude)
-                  for spec in settings.repos]
+        found = [_ready(layout, tiers, settings, spec) for spec in settings.repos]
+        states = [state for _, state in found]
         pending = [state for state in states if not state.complete]
         if not pending:
             break
@@ -40,8 +45,19 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
             event(logger, "wait", pending=",".join(str(state.spec) for state in pending), elapsed=f"{logged:.0f}s")
         sleep(poll if left is None else max(0.0, min(poll, left)))
     optional = atomic.Optional()
-    for state in states:
-        optional.write("last use", records.mark_used, layout, state.spec, state.commit)
-    results = [PreloadResult.of(layout, state, seconds=clock.seconds()) for state in states]
+    for where, state in found:
+        if where is layout:
+            optional.write("last use", records.mark_used, layout, state.spec, state.commit)
+    results = [PreloadResult.of(where, state, seconds=clock.seconds()) for where, state in found]
     event(logger, "done", repos=len(results), waited=clock.seconds())
     return results
+
+
+def _ready(layout: Layout, tiers: Tiers, settings: Settings, spec: RepoSpec) -> tuple[Layout, Completeness]:
+    """Where the request is complete: the cache, else a read-only tier (used where it is, no writes)."""
+    state = records.check(layout, spec, include=settings.include, exclude=settings.exclude)
+    if not state.complete:
+        found = tiers.find(spec)
+        if found is not None:
+            return found
+    return layout, state
