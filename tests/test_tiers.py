@@ -70,3 +70,20 @@ def test_with_no_writable_cache_the_service_starts_on_the_tier(hub, mirrors, tmp
     proc = run_preloader(["run", "--", sys.executable, "-c", LOAD], env)
     assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr
     assert hub.count() == 0
+
+
+@needs_root
+def test_a_blob_a_tier_holds_is_copied_and_checked_not_downloaded(hub, mirrors, tmp_path, read_only):  # noqa: F811
+    """tiny-model in a tier; its fork (same weights) preloaded into the writable cache: the weights come from
+    the tier (a checked copy: another filesystem here), only the fork's own README from the hub."""
+    source = tier_by("preloader", hub, mirrors, tmp_path / "tier")
+    tier = read_only(source)
+    hub.reset()
+    env = preloader_env(hub, tmp_path / "volume" / "hub", PRELOADER_READ_CACHES=str(tier / "hub"),
+                        RUNPOD_HUGGINGFACE_MODEL="org/tiny-model-fork")
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    fetched = sorted(r.path.rsplit("/", 1)[1] for r in hub.requests(method="GET") if "/resolve/" in r.path)
+    assert fetched == ["README.md"]
+    assert "dedup.linked" in proc.stderr
+    assert run_preloader(["verify"], env).returncode == 0

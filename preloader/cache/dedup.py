@@ -44,11 +44,12 @@ def blobs_named(layout: Layout, etag: str, size: int) -> Iterator[Path]:
             yield blob
 
 
-def adopt(layout: Layout, spec: RepoSpec, etag: str, size: int) -> Path | None:
-    """Give this repo the blob `etag` from another repo of the cache, if one has it: a hard link, or a copy
-    checked against the etag where links cannot be made. The blob it came from, or None."""
+def adopt(layout: Layout, spec: RepoSpec, etag: str, size: int, tiers: tuple[Layout, ...] = ()) -> Path | None:
+    """Give this repo the blob `etag` from another repo of the cache or of a read-only tier, if one has it:
+    a hard link, or a copy checked against the etag where links cannot be made (another filesystem).
+    The blob it came from, or None."""
     target = layout.blob(spec, etag)
-    for source in blobs_named(layout, etag, size):
+    for source in (blob for where in (layout, *tiers) for blob in blobs_named(where, etag, size)):
         if source == target:
             continue
         temp = atomic.temp_name(target)

@@ -47,13 +47,15 @@ class Hub:
     parallel_threshold: int = 64 * 1024**2
     lock_timeout: float = 3600.0
     read_timeout: float = 30.0
+    tiers: tuple[Layout, ...] = ()  # read-only caches whose blobs are linked or copied, not downloaded
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Hub:
         """The hub client every command uses: the settings' endpoint, token, layout and transfer options."""
         s = settings
         return cls(s.endpoint, s.layout, s.token, workers=s.workers, transfer=s.transfer, connections=s.connections,
-                   parallel_threshold=s.parallel_threshold, lock_timeout=s.lock_timeout, read_timeout=s.read_timeout)
+                   parallel_threshold=s.parallel_threshold, lock_timeout=s.lock_timeout, read_timeout=s.read_timeout,
+                   tiers=tuple(Layout.build(path) for path in s.read_caches))
 
     @cached_property
     def _pool(self) -> Connections:  # API calls and transfers: kept alive from one request to the next
@@ -140,7 +142,7 @@ class Hub:
             source = RemoteSource(resolve_url(self.endpoint, spec, commit, file.path), self.token, self._pool,
                                   name=file.path, read_size=read_size, on_bytes=on_bytes)
             connections = self.connections if file.size >= self.parallel_threshold else 1
-            Transfer(self.layout, spec, commit, file, source, connections).run(self.lock_timeout)
+            Transfer(self.layout, spec, commit, file, source, connections, self.tiers).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error
 

@@ -51,8 +51,8 @@ class Transfer:
     """Download one RemoteFile of a commit into the cache: take its lock, fetch, check, publish, link."""
 
     def __init__(self, layout: Layout, spec: RepoSpec, commit: str, file: RemoteFile, source: RemoteSource,
-                 connections: int) -> None:
-        self.layout, self.spec, self.file, self.source = layout, spec, file, source
+                 connections: int, tiers: tuple[Layout, ...] = ()) -> None:
+        self.layout, self.spec, self.file, self.source, self.tiers = layout, spec, file, source, tiers
         self.connections = max(1, connections)
         self.blob = layout.blob(spec, file.etag)
         self.partial = layout.partial_blob(spec, file.etag)
@@ -71,7 +71,7 @@ class Transfer:
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
                 if not self.blob.exists() and dedup.adopt(self.layout, self.spec, self.file.etag,
-                                                          self.file.size) is None:
+                                                          self.file.size, self.tiers) is None:
                     self._download_racing()
                 atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
         except Timeout:
