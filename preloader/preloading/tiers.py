@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from ..cache import atomic, records
 from ..cache.inventory import snapshot_blobs
@@ -70,7 +69,3 @@ def _linked_blobs(tier: Layout, state: Completeness) -> dict[str, tuple[str, str
         found[path] = (blob.name, os.path.realpath(snapshot / path))
     return found
 
-
-def hub_cache_of(path: Path) -> Path:
-    """The hub cache a snapshot path lies in: `<cache>/<repo>/snapshots/<commit>`."""
-    return path.parents[2]
