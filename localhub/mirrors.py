@@ -71,6 +71,12 @@ class Mirrors:
     def filenames(self, repo_type: str, repo_id: str, revision: str) -> list[str]:
         return sorted(self.files(repo_type, repo_id, revision))
 
+    def distinct(self, *keys: RepoKey) -> dict[str, int]:
+        """{content hash: size} of the files of these (type, repo, revision)s, each content once: what a
+        preload of them all downloads, identical files of several repos being fetched once."""
+        return {hashlib.sha256(data).hexdigest(): len(data)
+                for key in keys for data in self.files(*key).values()}
+
 
 class _Repo:
     """A tiny git driver that keeps the served content of every commit."""

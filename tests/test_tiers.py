@@ -66,6 +66,7 @@ def test_with_no_writable_cache_the_service_starts_on_the_tier(hub, mirrors, tmp
     for command in (["run"], ["wait"]):
         proc = run_preloader([*command, *show], env)
         assert proc.returncode == 0, proc.stderr
+        assert "warning" not in proc.stderr  # nothing to record, nothing tried
         assert proc.stdout.split() == [str(tier / "hub"), str(tier / "hub" / "models--org--tiny-model" / "snapshots" / commit)]
     proc = run_preloader(["run", "--", sys.executable, "-c", LOAD], env)
     assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr

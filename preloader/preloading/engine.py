@@ -88,8 +88,8 @@ class Preloader:
         linked: set[tuple[str, str]] = set()
         for result in results:
             spec = RepoSpec(result.repo_type, result.repo_id)
-            if (spec.repo_type, spec.repo_id) in linked:
-                continue
+            if (spec.repo_type, spec.repo_id) in linked or result.path.parents[2] != self.layout.cache_dir:
+                continue  # a snapshot used where it is, in a read-only tier: nothing of ours to link
             linked.add((spec.repo_type, spec.repo_id))
             for place, link in self.layout.latest_links(spec).items():
                 if place == self.layout.latest:
@@ -122,9 +122,9 @@ class Preloader:
         from ..hub.errors import HubUnreachable  # the hub client's modules: not on a cached start
         from .retry import retrying
 
-        # With a complete snapshot at hand, one failed lookup is enough to start from it:
-        # a cold start should not spend minutes retrying a hub it does not need.
-        attempts = 1 if cached.complete else s.retries
+        # With a complete snapshot at hand (here or in a tier), one failed lookup is enough to start from
+        # it: a cold start should not spend minutes retrying a hub it does not need.
+        attempts = 1 if cached.complete or self.tiers.find(spec) is not None else s.retries
         try:
             commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
                                      sleep=self.sleep)(self.hub.resolve, spec)
@@ -160,7 +160,7 @@ class Preloader:
             return None
         tier, state = found
         if not atomic.writable(self.layout.cache_dir):
-            return PreloadResult.of(tier, state, seconds=clock.seconds(), source=source)
+            return self.ready(PreloadResult.of(tier, state, seconds=clock.seconds(), source=source))
         with self.locks.hold(spec, timeout=self.settings.lock_timeout, deadline=self.deadline.left):
             linked = self.tiers.link(tier, state, self.layout)
         return self.publish(linked, clock, fetched=0, source=source)
@@ -253,10 +253,13 @@ class Preloader:
             target = atomic.relative_target(layout.snapshot_dir(spec, commit), alias)
             optional.write("the alias link", atomic.symlink, target, alias, root=layout.link_root)
         optional.write("last use", records.mark_used, layout, spec, commit)
-        result = PreloadResult.of(layout, state, fetched=fetched, seconds=clock.seconds(), source=source)
-        event(logger, "ready", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit,
-              files=result.files, fetched=fetched, reused=result.bytes_reused, source=source,
-              secs=result.seconds)
+        return self.ready(PreloadResult.of(layout, state, fetched=fetched, seconds=clock.seconds(), source=source))
+
+    @staticmethod
+    def ready(result: PreloadResult) -> PreloadResult:
+        event(logger, "ready", repo=result.repo_id, type=result.repo_type, rev=result.revision,
+              commit=result.commit, files=result.files, fetched=result.bytes_fetched, reused=result.bytes_reused,
+              source=result.source, secs=result.seconds)
         return result
 
 
