@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,6 +62,8 @@ def write_manifest(settings: Settings, results: Sequence[PreloadResult]) -> Path
     except OSError as error:
         if settings.manifest is not None or error.errno not in atomic.REFUSED:
             raise
+        import tempfile  # only for a read-only state dir: tempfile's import is a cached start's cost
+
         path = Path(tempfile.gettempdir()) / f"preloader-manifest-{path.stem}.json"
         atomic.write_text(path, text, mode=0o644)
     return path

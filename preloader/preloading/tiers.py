@@ -13,7 +13,6 @@ import logging
 import os
 
 from ..cache import atomic, records
-from ..cache.inventory import snapshot_blobs
 from ..cache.layout import Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
@@ -58,6 +57,8 @@ class Tiers:
 def _linked_blobs(tier: Layout, state: Completeness) -> dict[str, tuple[str, str]] | None:
     """{file: (etag, the tier file's real path)} for the wanted files, or None where the tier's snapshot is
     not the hub layout (files that are not links to `blobs/<etag>`)."""
+    from ..cache.inventory import snapshot_blobs  # only with tiers: every start imports this module
+
     spec = RepoSpec(state.spec.repo_type, state.spec.repo_id)
     snapshot = tier.snapshot_dir(spec, state.commit)
     blobs = snapshot_blobs(snapshot)
