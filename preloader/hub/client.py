@@ -26,8 +26,6 @@ from ..spec import RepoSpec, is_commit
 from .connections import Connections
 from .errors import translate
 from .listing import RemoteFile, check_listing, listed_file, resolve_url
-from .source import RemoteSource
-from .transfer import Transfer, read_size_for
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +107,8 @@ class Hub:
     def fetch(self, spec: RepoSpec, commit: str, files: Iterable[RemoteFile],
               on_bytes: Callable[[int], None] = lambda n: None) -> None:
         """Download `files` of `commit` into the cache, several at once; the first failure cancels the rest."""
+        from .transfer import read_size_for  # the transfer's modules load when a file is fetched, not to resolve
+
         files = sorted(files, key=lambda f: -f.size)  # big ones first: they set the pace
         if not files:
             return
@@ -139,6 +139,9 @@ class Hub:
                 self._hub_download(spec, commit, file)
                 on_bytes(file.size)
                 return
+            from .source import RemoteSource
+            from .transfer import Transfer
+
             source = RemoteSource(resolve_url(self.endpoint, spec, commit, file.path), self.token, self._pool,
                                   name=file.path, read_size=read_size, on_bytes=on_bytes)
             connections = self.connections if file.size >= self.parallel_threshold else 1
