@@ -1,6 +1,7 @@
 """Benchmark: cold preload and cached start of a 3-repo plan, next to `hf download`, in one run.
 
     .venv/bin/python bench/preload_start.py [--runs 7]
+    .venv/bin/python bench/preload_start.py --against /tmp/before --runs 40   # another checkout, alternately
 
 Starts a local olah hub over generated repos (two models, one dataset), then
 times, as whole processes (medians of --runs):
@@ -56,23 +57,55 @@ def hf_download_all(cache: Path, env: dict) -> float:
     return total
 
 
-def compile_package() -> None:
+def compile_package(env: dict | None = None) -> None:
     """Byte-compile the preloader the runs import, as `pip install` does: with PYTHONDONTWRITEBYTECODE set
     (as on some machines), every run would compile every module from source, and measure that instead."""
     where = subprocess.run([sys.executable, "-c", "import os, preloader; print(os.path.dirname(preloader.__file__))"],
-                           capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+                           capture_output=True, text=True, check=True, cwd="/", env=env).stdout.strip()
     subprocess.run([sys.executable, "-m", "compileall", "-q", where], check=True)
     print(f"measuring the preloader in {where} (byte-compiled)", file=sys.stderr)
+
+
+def against(other: Path, runs: int, env: dict, work: Path, mirrors) -> None:
+    """This package and the one at `other` (a checkout's root), alternately, on one cached repo: pinned, then
+    by branch name. Alternating lets both see the same background load."""
+    other_env = dict(env, PYTHONPATH=str(other))
+    compile_package(other_env)
+    commit = mirrors.sha("model", "org/tiny-model", "main")
+    cache = work / "against" / "hub"
+    base = dict(env, PRELOADER_CACHE_DIR=str(cache), RUNPOD_HUGGINGFACE_MODEL="org/tiny-model")
+    timed([sys.executable, "-m", "preloader", "run"], base)
+    print(f"| cached start, one repo ({runs} runs each, alternating, median) | this checkout | {other} |")
+    print("|---|---:|---:|")
+    for label, spec in (("pinned commit", f"org/tiny-model:{commit}"), ("by branch name", "org/tiny-model")):
+        ours, theirs = [], []
+        for _ in range(runs):
+            ours.append(timed([sys.executable, "-m", "preloader", "run", "--", "true"],
+                              dict(base, RUNPOD_HUGGINGFACE_MODEL=spec)))
+            theirs.append(timed([sys.executable, "-m", "preloader", "run", "--", "true"],
+                                dict(base, RUNPOD_HUGGINGFACE_MODEL=spec, PYTHONPATH=str(other))))
+        print(f"| {label} | {statistics.median(ours):.3f} | {statistics.median(theirs):.3f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="instead: alternate with the package of another checkout (its root), one cached repo")
     args = parser.parse_args()
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="preloader-bench-"))
     mirrors = build_mirrors(work / "hub")
     olah = start_olah(mirrors.mirrors_dir, work / "olah")
+    if args.against:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PRELOADER_", "RUNPOD_"))}
+        env.update(HF_ENDPOINT=olah.url, HF_HOME=str(work / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
+        try:
+            against(args.against.resolve(), args.runs, env, work, mirrors)
+        finally:
+            olah.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PRELOADER_", "RUNPOD_"))}
         env.update(HF_ENDPOINT=olah.url, HF_HOME=str(work / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
