@@ -296,12 +296,7 @@ def _link_staged(staged: Path, blob: Path, report: ImportReport) -> None:
     """Publish a checked blob: a hard link from the staging folder (same volume), renamed into place."""
     if not staged.exists():  # it was in the cache when the archive was read, and went meanwhile
         raise TransientError(f"blob {blob.name[:12]} left the cache during the import; import again")
-    temp = atomic.temp_name(blob)
-    try:
-        os.link(staged, temp)
-        os.replace(temp, blob)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic.hard_link(staged, blob)
     if os.stat(staged).st_nlink == 2:  # the staged file and this first link: count each blob once
         report.blobs_written += 1
         report.bytes_written += blob.stat().st_size

@@ -135,6 +135,16 @@ def symlink(target: str, link: Path, root: Path | None = None) -> bool:
     return True
 
 
+def hard_link(source: Path, target: Path) -> None:
+    """Make `target` a hard link to `source`, atomically: a temporary link renamed over it."""
+    temp = temp_name(target)
+    try:
+        os.link(source, temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def relative_target(target: Path, link: Path) -> str:
     """`target` as seen from the directory holding `link`."""
     return os.path.relpath(target, link.parent)

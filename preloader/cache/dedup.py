@@ -52,35 +52,35 @@ def adopt(layout: Layout, spec: RepoSpec, etag: str, size: int, tiers: tuple[Lay
     for source in (blob for where in (layout, *tiers) for blob in blobs_named(where, etag, size)):
         if source == target:
             continue
-        temp = atomic.temp_name(target)
         try:
-            try:
-                os.link(source, temp)
-            except OSError as error:
-                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                if not _checked_copy(source, temp, etag, size):
-                    continue
-            os.replace(temp, target)
-        except OSError:
-            continue  # that one went away meanwhile: try another, else download
-        finally:
-            temp.unlink(missing_ok=True)
+            atomic.hard_link(source, target)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                continue  # that one went away meanwhile: try another, else download
+            if not _checked_copy_into(source, target, etag, size):
+                continue
         event(logger, "dedup.linked", repo=spec.repo_id, blob=etag[:12], bytes=size, source=source.parent.parent.name)
         return source
     return None
 
 
-def _checked_copy(source: Path, temp: Path, etag: str, size: int) -> bool:
-    digest = blob_hasher(etag, size)
-    with open(source, "rb") as reader, open(temp, "wb") as writer:
-        while chunk := reader.read(8 * 1024 * 1024):
-            digest.update(chunk)
-            writer.write(chunk)
-    if digest.hexdigest() != etag:
-        temp.unlink(missing_ok=True)
+def _checked_copy_into(source: Path, target: Path, etag: str, size: int) -> bool:
+    """Copy where links cannot be made (another filesystem), publishing only bytes that hash to the etag."""
+    temp = atomic.temp_name(target)
+    try:
+        digest = blob_hasher(etag, size)
+        with open(source, "rb") as reader, open(temp, "wb") as writer:
+            while chunk := reader.read(8 * 1024 * 1024):
+                digest.update(chunk)
+                writer.write(chunk)
+        if digest.hexdigest() != etag:
+            return False
+        os.replace(temp, target)
+        return True
+    except OSError:
         return False
-    return True
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -118,12 +118,7 @@ def replace_with_link(keep: Path, other: Path) -> int:
     st = other.stat()
     if (st.st_dev, st.st_ino) == (keep.stat().st_dev, keep.stat().st_ino):
         return 0
-    temp = atomic.temp_name(other)
-    try:
-        os.link(keep, temp)
-        os.replace(temp, other)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic.hard_link(keep, other)
     return st.st_size if st.st_nlink == 1 else 0
 
 
