@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from .cache import records
@@ -195,8 +196,7 @@ class Cache:
     def preload(self, models: Specs = None, datasets: Specs = None) -> list[PreloadResult]:
         """Preload into this cache (see `preload`), then evict least recently used complete snapshots until
         the capacity holds: never one just preloaded, never one whose repo lock is held."""
-        from .preloading.capacity import keep_within
+        from .preloading.capacity import preload_within
 
-        results = preload(models, datasets, **self.options)
-        keep_within(self.layout, self.capacity, results)
-        return results
+        settings = replace(settings_for(models, datasets, **self.options), max_cache_size=self.capacity)
+        return preload_within(settings)

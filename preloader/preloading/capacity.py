@@ -7,11 +7,21 @@ from collections.abc import Sequence
 
 from ..cache.layout import Layout
 from ..cache.locks import RepoLocks
+from ..config import Settings
 from ..logs import event
 from ..spec import RepoSpec
+from .engine import Preloader
 from .results import PreloadResult
 
 logger = logging.getLogger(__name__)
+
+
+def preload_within(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
+    """Preload what `settings` ask for, then hold the cache within PRELOADER_MAX_CACHE_SIZE."""
+    preloader = Preloader(settings, progress=progress)
+    results = preloader.run()
+    keep_within(settings.layout, settings.max_cache_size, results, preloader.locks)
+    return results
 
 
 def keep_within(layout: Layout, capacity: int | None, results: Sequence[PreloadResult],

@@ -88,7 +88,7 @@ class Preloader:
         linked: set[tuple[str, str]] = set()
         for result in results:
             spec = RepoSpec(result.repo_type, result.repo_id)
-            if (spec.repo_type, spec.repo_id) in linked or result.path.parents[2] != self.layout.cache_dir:
+            if (spec.repo_type, spec.repo_id) in linked or result.hub_cache != self.layout.cache_dir:
                 continue  # a snapshot used where it is, in a read-only tier: nothing of ours to link
             linked.add((spec.repo_type, spec.repo_id))
             for place, link in self.layout.latest_links(spec).items():

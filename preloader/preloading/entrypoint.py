@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from ..config import Settings
 from ..logs import event, flush
 from . import handoff, signals
-from .capacity import keep_within
-from .engine import Preloader
+from .capacity import preload_within
 from .results import PreloadResult
 from .waiting import wait_ready
 
@@ -31,9 +30,7 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
         logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
         lock = False
     signals.install(settings.timeout)
-    preloader = Preloader(settings, progress=progress)
-    results = preloader.run()
-    keep_within(settings.layout, settings.max_cache_size, results, preloader.locks)
+    results = preload_within(settings, progress=progress)
     if warming:
         from ..api import warm_results
 
@@ -52,9 +49,7 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
 def pull(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
     """Preload, within the capacity, and return the results: `preloader pull` at a shell."""
     signals.install(settings.timeout)
-    preloader = Preloader(settings, progress=progress)
-    results = preloader.run()
-    keep_within(settings.layout, settings.max_cache_size, results, preloader.locks)
+    results = preload_within(settings, progress=progress)
     signals.uninstall()
     return results
 

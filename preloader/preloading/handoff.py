@@ -99,7 +99,7 @@ def service_env(
 def hub_cache(settings: Settings, results: Sequence[PreloadResult]) -> Path:
     """The cache the service should read: ours, unless every snapshot is in one read-only tier (no writable
     cache to link them into)."""
-    homes = {r.path.parents[2] for r in results}
+    homes = {r.hub_cache for r in results}
     if settings.cache_dir not in homes and len(homes) == 1:
         return homes.pop()
     return settings.cache_dir

@@ -38,6 +38,11 @@ class PreloadResult:
             source=source,
         )
 
+    @property
+    def hub_cache(self) -> Path:
+        """The hub cache the snapshot lies in (`<cache>/<repo>/snapshots/<commit>`): ours, or a read-only tier."""
+        return self.path.parents[2]
+
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
         data["path"] = str(self.path)
