@@ -145,3 +145,13 @@ def test_export_of_what_is_not_complete_is_refused(hub, cache, tmp_path):
     proc = run_preloader(["export", MODEL, "-o", str(tmp_path / "x.tar")], env)
     assert proc.returncode == 66 and not (tmp_path / "x.tar").exists()
     assert not os.listdir(tmp_path) or all(not n.endswith(".tar") for n in os.listdir(tmp_path))
+
+
+def test_bad_paths_are_one_line_errors(hub, cache, tmp_path, exported):
+    _, env = exported
+    proc = run_preloader(["import", str(tmp_path / "absent.tar")], env)
+    assert (proc.returncode, proc.stderr.strip().splitlines()) == (66, [
+        f"preloader: error: cannot read the archive {tmp_path / 'absent.tar'}: No such file or directory"])
+    proc = run_preloader(["export", "--all", "-o", str(tmp_path / "no" / "dir" / "x.tar")], env)
+    assert proc.returncode == 74 and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "no").exists()

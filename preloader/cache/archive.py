@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ArchiveError, NotFoundError, TransientError, UnavailableError
+from ..errors import ArchiveError, DiskError, NotFoundError, TransientError, UnavailableError
 from ..spec import RepoSpec, etag_problem, is_commit, repo_id_problem, repo_path_problem, revision_problem
 from . import atomic, records
 from .hashing import blob_hasher
@@ -112,9 +112,21 @@ def export_to_file(layout: Layout, specs: Iterable[RepoSpec] | None, path: Path)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
+    except OSError as error:
+        raise DiskError(f"cannot write the archive {path}: {error.strerror}; nothing was left there") from None
     finally:
         temp.unlink(missing_ok=True)
     return report
+
+
+def import_file(layout: Layout, path: Path, **options) -> ImportReport:
+    """`import_archive` from a file; NotFoundError (66) when it cannot be opened."""
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, after the import
+    except OSError as error:
+        raise NotFoundError(f"cannot read the archive {path}: {error.strerror}") from None
+    with stream:
+        return import_archive(layout, stream, **options)
 
 
 class _Bytes:
@@ -149,10 +161,13 @@ def import_archive(layout: Layout, source: BinaryIO, *, locking: RepoLocks | Non
     """Read an export from `source` into the cache: check everything, then publish; ArchiveError (76) for a
     hostile or damaged archive, with nothing in the cache changed."""
     staging = layout.cache_dir / ".locks" / f"preloader-import-{os.getpid()}-{os.urandom(4).hex()}"
-    atomic.make_dirs(staging)
     try:
-        manifest, present, staged = _read(layout, _decompressed(source), staging)
+        atomic.make_dirs(staging)
+        manifest, present, _ = _read(layout, _decompressed(source), staging)
         return _publish(layout, manifest, present, staging, locking or RepoLocks.auto(layout), lock_timeout)
+    except OSError as error:  # a full or read-only volume, a broken pipe
+        raise DiskError(f"import into {layout.cache_dir} failed: {error.strerror} ({error.filename or 'stream'}); "
+                        "no unchecked byte was published; a snapshot not yet recorded stays incomplete") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

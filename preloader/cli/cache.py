@@ -3,7 +3,6 @@ call, output."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -201,8 +200,11 @@ def import_command(source, as_json, **flags):
     refused (76) with nothing written. Restore = import of an --all export.
     """
     s = load_settings(flags)
-    with (contextlib.nullcontext(sys.stdin.buffer) if source == "-" else open(source, "rb")) as stream:
-        report = archive.import_archive(s.layout, stream, locking=locking(s), lock_timeout=s.lock_timeout)
+    options = {"locking": locking(s), "lock_timeout": s.lock_timeout}
+    if source == "-":
+        report = archive.import_archive(s.layout, sys.stdin.buffer, **options)
+    else:
+        report = archive.import_file(s.layout, Path(source), **options)
     emit(as_json, render.import_json(report), render.import_text(report))
 
 
