@@ -90,3 +90,16 @@ def run_preloader(args, env, timeout=120, **kwargs) -> subprocess.CompletedProce
         [sys.executable, "-m", "preloader", *args], env=env, capture_output=True, text=True,
         timeout=timeout, cwd=ROOT, **kwargs,
     )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fault suite's totals (tests/faultsuite.py), once for every file that joined it."""
+    suite = sys.modules.get("faultsuite")
+    if suite is None or not suite.LEDGER["runs"]:
+        return
+    import json
+
+    line = "fault suite: " + " ".join(f"{k}={v}" for k, v in suite.LEDGER.items())
+    print("\n" + line)
+    if os.environ.get("PRELOADER_FAULT_SUMMARY"):
+        Path(os.environ["PRELOADER_FAULT_SUMMARY"]).write_text(json.dumps(suite.LEDGER, indent=2) + "\n")
