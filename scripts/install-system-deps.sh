@@ -7,7 +7,8 @@
 #   service`), debootstrap (to make the local Python base image: there is no registry to pull one from),
 #   catatonit (podman builds the pause image of a pod's infra container from it: without it every
 #   `podman kube play` of tests/test_kubernetes.py fails), bindfs (FUSE mounts that stand in for nodes
-#   sharing one volume, in tests/test_fleet.py), containernetworking-plugins, iptables and ca-certificates.
+#   sharing one volume, in tests/test_fleet.py), tinyproxy (a real CONNECT proxy, in
+#   tests/test_proxy_tunnel.py; its service is not started), containernetworking-plugins, iptables and ca-certificates.
 #   Beyond what those packages install, it changes nothing of the machine's configuration: no file under
 #   /etc/containers/ is written.
 # - Writes .containers/containers.conf in this checkout (git-ignored), by scripts/containers-conf.sh:
@@ -17,8 +18,8 @@
 # Not root, or not Debian, with a package missing: prints what is missing and exits 1, so CI fails loudly.
 set -euo pipefail
 
-packages=(podman runc docker-compose debootstrap catatonit bindfs)
-commands=(podman runc docker-compose debootstrap catatonit bindfs)
+packages=(podman runc docker-compose debootstrap catatonit bindfs tinyproxy)
+commands=(podman runc docker-compose debootstrap catatonit bindfs tinyproxy)
 
 missing=()
 for c in "${commands[@]}"; do

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from faultsuite import (  # noqa: F401 (account: the suite's autouse fixture)
-    BIG, DATA, LEDGER, MODEL, SIZE, TOKEN, account, env_for, inject, leftovers, records, run, snapshot_bytes_ok,
-)
+from faultsuite import account  # noqa: F401 (the suite's autouse fixture)
+from faultsuite import BIG, DATA, LEDGER, MODEL, SIZE, TOKEN, env_for, inject, leftovers, records, run, snapshot_bytes_ok
 
 pytestmark = pytest.mark.faults
 
