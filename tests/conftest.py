@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["faultsuite"]  # the fault suite's ledger and its per-test accounting (tests/faultsuite.py)
 ENV_PREFIXES = ("PRELOADER_", "RUNPOD_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_")
 
 

@@ -1,7 +1,7 @@
 """What every fault-suite file shares: the token to leak, the ledger of totals, and a run that counts itself.
 
-A test file joins the suite with `pytestmark = pytest.mark.faults` and `from faultsuite import account`
-(the autouse fixture that counts fired faults and searches every file written for the token). The totals
+A test file joins the suite with `pytestmark = pytest.mark.faults`: conftest loads this module as a plugin,
+and its autouse fixture `account` then counts the faults fired and searches every file written for the token. The totals
 for docs/RELIABILITY.md are printed once at the end of the session (`-s`) and written to
 $PRELOADER_FAULT_SUMMARY if set (see conftest.pytest_sessionfinish).
 """
@@ -36,8 +36,10 @@ def search_for_token(root: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def account(request, tmp_path):
-    """After each test: count the faults the proxy fired, and search every file written for the token."""
+    """After each fault-suite test: count the faults the proxy fired, and search every file written for the token."""
     yield
+    if request.node.get_closest_marker("faults") is None:
+        return
     hub = request.node.funcargs.get("hub")
     if hub is not None:
         LEDGER["faults_injected"] += sum(rule.action.fired for rule in hub.rules)

@@ -20,8 +20,20 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from faultsuite import account  # noqa: F401 (the suite's autouse fixture)
-from faultsuite import BIG, DATA, LEDGER, MODEL, SIZE, TOKEN, env_for, inject, leftovers, records, run, snapshot_bytes_ok
+from faultsuite import (
+    BIG,
+    DATA,
+    LEDGER,
+    MODEL,
+    SIZE,
+    TOKEN,
+    env_for,
+    inject,
+    leftovers,
+    records,
+    run,
+    snapshot_bytes_ok,
+)
 
 pytestmark = pytest.mark.faults
 
