@@ -8,7 +8,8 @@
 #   catatonit (podman builds the pause image of a pod's infra container from it: without it every
 #   `podman kube play` of tests/test_kubernetes.py fails), bindfs (FUSE mounts that stand in for nodes
 #   sharing one volume, in tests/test_fleet.py), tinyproxy (a real CONNECT proxy, in
-#   tests/test_proxy_tunnel.py; its service is not started), containernetworking-plugins, iptables and ca-certificates.
+#   tests/test_proxy_tunnel.py; its service is not started), kubernetes-client where no kubectl is
+#   (kustomize in tests/test_kubernetes.py), containernetworking-plugins, iptables and ca-certificates.
 #   Beyond what those packages install, it changes nothing of the machine's configuration: no file under
 #   /etc/containers/ is written.
 # - Writes .containers/containers.conf in this checkout (git-ignored), by scripts/containers-conf.sh:
@@ -25,6 +26,12 @@ missing=()
 for c in "${commands[@]}"; do
   command -v "$c" >/dev/null 2>&1 || missing+=("$c")
 done
+# kubectl (for `kubectl kustomize` in tests/test_kubernetes.py): any will do; Debian's is kubernetes-client,
+# installed only where there is none, so that a kubectl of another origin is left alone.
+if ! command -v kubectl >/dev/null 2>&1; then
+  missing+=(kubectl)
+  packages+=(kubernetes-client)
+fi
 
 if ((${#missing[@]})); then
   if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
