@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from conftest import preloader_env, run_preloader
 
 import preloader
+from preloader.cache import records
 from preloader.spec import RepoSpec
 
 MODEL, SECOND, BIG, DATA = "org/tiny-model", "org/second-model", "org/big-model", "org/tiny-data"
@@ -39,11 +39,11 @@ def test_a_capacity_evicts_least_recently_used_never_the_one_just_preloaded(hub,
     size = {repo: sum(map(len, mirrors.files("model", repo, "main").values())) for repo in (MODEL, SECOND, BIG)}
     bound = size[BIG] + size[MODEL] + size[SECOND] // 2  # all three do not fit; big-model and tiny-model do
     store = preloader.Cache(cache, capacity_bytes=bound, endpoint=hub.url)
-    store.preload(models=[MODEL])
-    time.sleep(0.05)
-    store.preload(models=[SECOND])
-    time.sleep(0.05)
-    store.preload(models=[MODEL])  # used again: now second-model is the least recently used
+    # Each use stamped a second apart (what a preload records), not by sleeping between them.
+    used = iter(range(1_000, 2_000))
+    for repo in (MODEL, SECOND, MODEL):  # tiny-model used again: now second-model is the least recently used
+        [result] = store.preload(models=[repo])
+        records.mark_used(store.layout, RepoSpec("model", repo, result.commit), result.commit, now=next(used))
     assert MODEL in store and SECOND in store
     store.preload(models=[BIG])  # over the bound: evict in LRU order until it holds
     assert BIG in store

@@ -362,7 +362,7 @@ def test_eight_preloaders_and_rm_and_prune_at_once(hub, mirrors, cache):
              for args in [["run"]] * 8 + [["rm", "org/second-model", "--yes"],
                                            ["prune", "--max-size", "1", "--keep", MODEL, "--keep", BIG,
                                             "--keep-dataset", DATA]]]
-    results = [(p.wait(timeout=180), p.stdout.read() + p.stderr.read()) for p in procs]
+    results = [(p.returncode, out + err) for p in procs for out, err in [p.communicate(timeout=180)]]
     stop.set()
     thread.join()
     LEDGER["runs"] += len(procs)
@@ -424,7 +424,7 @@ def test_filesystem_without_flock_falls_back_and_stays_correct(hub, mirrors, cac
                   PRELOADER_PARALLEL_THRESHOLD="1MiB")
     procs = [subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
-    results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=180)]]
     LEDGER["runs"] += 3
     assert [code for code, _ in results] == [0, 0, 0], results
     LEDGER["runs_survived"] += 3
@@ -487,8 +487,7 @@ def test_sigterm_while_preloading_cleans_up_and_exits_143(hub, cache):
     deadline = time.monotonic() + 30
     while not leftovers(cache):
         assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)
+        time.sleep(0.02)  # polling for the partial file, not ordering events
     inject()
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)

@@ -35,10 +35,29 @@ def mounts(tmp_path):
         point.mkdir()
         subprocess.run(["bindfs", "--no-allow-other", str(shared), str(point)], check=True, timeout=30)
         made.append(point)
+    premise(*made)
     yield shared, made[0], made[1]
     for point in made:
         subprocess.run(["fusermount", "-u", str(point)], check=False, timeout=30)
         subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True, timeout=30)
+
+
+def premise(a: Path, b: Path) -> None:
+    """The fixture's self-check: these mounts behave like NFS without a lock manager (flock does not cross
+    them, O_EXCL does), or the tests below prove nothing."""
+    (a / "lock").touch()
+    with open(a / "lock") as held, open(b / "lock") as other:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds: the mounts do not see each other's flock
+    os.close(os.open(a / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    try:
+        os.close(os.open(b / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
+        pytest.fail("O_EXCL does not cross the two bindfs mounts: they are no stand-in for a shared volume")
+    for name in ("lock", "claim"):
+        (a / name).unlink()
 
 
 def start(args, env) -> subprocess.Popen:
@@ -64,18 +83,6 @@ def weight_bytes(hub) -> int:
     return sum(r.body_bytes for r in hub.requests(method="GET") if "/resolve/" in r.path)
 
 
-@needs_fuse
-def test_the_premise_flock_does_not_cross_mounts_and_o_excl_does(mounts):
-    _, a, b = mounts
-    (a / "lock").touch()
-    with open(a / "lock") as held, open(b / "lock") as other:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds: the mounts do not see each other's flock
-    os.close(os.open(a / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    with pytest.raises(FileExistsError):
-        os.open(b / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-
-
 def eight_nodes(hub, mounts, **extra) -> list[subprocess.CompletedProcess]:
     from localhub import Drip
 
@@ -83,7 +90,8 @@ def eight_nodes(hub, mounts, **extra) -> list[subprocess.CompletedProcess]:
     hub.add_rule(lambda m, p: m == "GET" and "/resolve/" in p and p.endswith("model.safetensors"), Drip(8_000_000))
     procs = [start(["run"], node_env(hub, mount, RUNPOD_HUGGINGFACE_MODEL=f"{BIG},{MODEL}", **extra))
              for mount in (a, b, a, b, a, b, a, b)]
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
+    outputs = [p.communicate(timeout=300) for p in procs]  # drained, so a full pipe never blocks a node
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
 
 
 @needs_fuse

@@ -61,7 +61,6 @@ def test_warm_lock_sidecar_holds_until_sigterm(hub, cache):
     holding = next(line for line in lines if "warm.holding" in line)
     if not any("warm.lock_failed" in line for line in lines):  # RLIMIT_MEMLOCK permitting, the pages are locked
         assert int(holding.split("locked=")[1].split()[0]) > 0, holding
-    time.sleep(0.5)
     assert proc.poll() is None  # it stays up holding them until told to stop
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
