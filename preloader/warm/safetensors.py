@@ -107,24 +107,41 @@ def damaged(path: Path, why: str) -> DiskError:
     )
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A header value for a message: its repr, cut short (a hostile header can hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _whole(value: object) -> bool:
+    return type(value) is int  # not bool, which JSON `true` gives
+
+
 def _entry(path: Path, name: str, info: object, data_len: int) -> TensorEntry:
     if not isinstance(info, dict):
-        raise damaged(path, f"tensor {name!r} has no description")
+        raise damaged(path, f"tensor {_shown(name)} has no description")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise damaged(path, f"tensor {_shown(name)} has dtype {_shown(dtype)}")
     if dtype not in STORED_DTYPES:
-        raise UnavailableError(f"{path}: tensor {name!r} has dtype {dtype!r}, which GPU warming does not support")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise damaged(path, f"tensor {name!r} has shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-        raise damaged(path, f"tensor {name!r} has data_offsets {offsets!r}")
+        raise UnavailableError(
+            f"{path}: tensor {_shown(name)} has dtype {_shown(dtype)}, which GPU warming does not support; "
+            "use --warm page-cache for this repo"
+        )
+    if not (isinstance(shape, list) and all(_whole(d) and d >= 0 for d in shape)):
+        raise damaged(path, f"tensor {_shown(name)} has shape {_shown(shape)}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_whole(o) for o in offsets)):
+        raise damaged(path, f"tensor {_shown(name)} has data_offsets {_shown(offsets)}")
     begin, end = offsets
     if not 0 <= begin <= end <= data_len:
-        raise damaged(path, f"tensor {name!r} lies at {begin}..{end}, outside the {data_len} data bytes")
+        raise damaged(path, f"tensor {_shown(name)} lies at {begin}..{end}, outside the {data_len} data bytes")
     bits = prod(shape) * STORED_DTYPES[dtype][0]
+    described = f"{dtype}{_shown(shape)}"
     if bits % 8:
-        raise damaged(path, f"tensor {name!r} is {dtype}{shape}: {bits} bits, not a whole number of bytes")
+        raise damaged(path, f"tensor {_shown(name)} is {described}: {bits} bits, not a whole number of bytes")
     if end - begin != bits // 8:
-        raise damaged(path, f"tensor {name!r} is {end - begin} bytes, but {dtype}{shape} needs {bits // 8}")
+        raise damaged(path, f"tensor {_shown(name)} is {end - begin} bytes, but {described} needs "
+                            f"{_shown(bits // 8, 30)}")
     return TensorEntry(name, dtype, tuple(shape), begin, end)
 
 
@@ -157,6 +174,8 @@ def read_header(path: Path) -> SafetensorsHeader:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise damaged(path, f"header is not JSON: {error}") from error
+    except RecursionError as error:  # a header of nothing but nested brackets
+        raise damaged(path, "header is nested too deeply") from error
     if not isinstance(header, dict):
         raise damaged(path, "header is not a JSON object")
     data_start = 8 + length
@@ -166,7 +185,7 @@ def read_header(path: Path) -> SafetensorsHeader:
     )
     for before, after in zip(entries, entries[1:], strict=False):
         if after.begin < before.end:
-            raise damaged(path, f"tensors {before.name!r} and {after.name!r} overlap")
+            raise damaged(path, f"tensors {_shown(before.name)} and {_shown(after.name)} overlap")
     data_bytes = max((entry.end for entry in entries), default=0)
     return SafetensorsHeader(path, data_start, data_bytes, tuple(entries))
 
