@@ -343,6 +343,18 @@ def test_a_dtype_this_torch_lacks_stays_bytes(tmp_path, monkeypatch):
     assert (got["scale"].dtype, got["scale"].shape, bytes(got["scale"].numpy())) == (torch.uint8, (4,), payload)
 
 
+def test_every_torch_dtype_is_resolved_before_the_fit_check(tmp_path, monkeypatch):
+    paths = make_model(tmp_path)
+    entries = sum(len(read_header(p).tensors) for p in paths)
+    resolved: list[str] = []
+    real = placement.device_dtype
+    monkeypatch.setattr(placement, "device_dtype", lambda torch_, entry, dtype: resolved.append(entry.name) or real(torch_, entry, dtype))
+    monkeypatch.setattr(warm_gpu, "_allocate", lambda *args: pytest.fail("allocated after a failed check"))
+    with pytest.raises(UnavailableError, match=r"^the model does not fit on cpu"):
+        warm_gpu.warm_gpu(paths, device="cpu", dtype="float16", max_free_bytes=1)
+    assert len(resolved) == entries == 13
+
+
 def test_sub_byte_tensor_of_a_fractional_size_is_damaged(tmp_path):
     path = write_safetensors(tmp_path / "m.safetensors", [("w", "F4", [3], bytes(2))])
     with pytest.raises(DiskError, match=r"tensor 'w' is F4\[3\]: 12 bits, not a whole number of bytes") as caught:

@@ -233,7 +233,7 @@ def _load(torch, target, headers, dtypes, dtype, threads, buffer_bytes, on_tenso
         for index, raw in zip(plain, raws, strict=True):
             publish(headers[index], placement.views(torch, headers[index], dtypes[index], raw), raw)
         for index, header in enumerate(headers):
-            if index in plain:
+            if not header.relaid(dtype):
                 continue
             raw = _allocate(torch, target, header.data_bytes)
             out = _allocate(torch, target, header.layout(dtype)[1])
