@@ -240,7 +240,7 @@ def _load(torch, target, headers, dtypes, dtype, threads, buffer_bytes, on_tenso
             held.append(out)
             _stream(torch, target, [header], [raw], threads, buffer_bytes, after)
             placed = placement.relay(torch, header, dtypes[index], raw, out, dtype,
-                                     lambda count: _allocate(torch, target, count))
+                                     lambda size: _allocate(torch, target, size))
             raw = None  # freed now; the casts queued on this stream are ordered before any reuse
             publish(header, placed, out)
         if target.type == "cuda":
