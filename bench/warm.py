@@ -224,13 +224,14 @@ def gpu_rows(paths: list[Path], total: int, runs: int, args, evict: str | None) 
         LOAD_FILE: load_all,
         WARM_GPU: lambda: warm_gpu.warm_gpu(paths),
     }
-    default = f"{warm_gpu.DEFAULT_GPU_THREADS} threads x {warm_gpu.DEFAULT_BUFFER // MiB} MiB"
+    default = f"{warm_gpu.default_threads()} threads x {warm_gpu.DEFAULT_BUFFER // MiB} MiB"
     for threads in args.gpu_threads:
         for buffer in args.gpu_buffers:
             cases[f"warm_gpu {threads} threads x {buffer // MiB} MiB buffers"] = (
                 lambda t=threads, b=buffer: warm_gpu.warm_gpu(paths, threads=t, buffer_bytes=b))
     cases["warm_gpu --dtype float16 (cast on device)"] = lambda: warm_gpu.warm_gpu(paths, dtype="float16")
-    # The first call pins its host buffers; later calls in this process reuse them.
+    # The first call pays for the CUDA streams and the allocator's first segments; every call pins its
+    # host buffers afresh (warm_gpu gives the pinned cache back when it is done).
     first = timed(lambda: warm_gpu.warm_gpu(paths))
     # One untimed round so allocator caches and pinned buffers exist for every case alike.
     for run in cases.values():

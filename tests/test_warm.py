@@ -21,7 +21,7 @@ from preloader.warm import gpu as warm_gpu
 from preloader.warm import memlock, page_cache
 from preloader.warm.mode import WarmMode
 from preloader.warm.page_cache import warm_page_cache
-from preloader.warm.safetensors import needed_bytes, read_header
+from preloader.warm.safetensors import MARGIN, needed_bytes, read_header
 from preloader.warm.snapshot import warm_snapshot, weight_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,16 +434,26 @@ def test_header_sizes_and_needed_bytes(tmp_path):
     ])
     header = read_header(path)
     assert (header.data_bytes, [t.name for t in header.tensors]) == (2 * MiB + 1056, ["w", "b", "n"])
-    as_stored = needed_bytes([header])
-    assert as_stored == 2 * MiB + 1536  # one raw allocation, rounded to 512 bytes
-    # float32: the raw copy plus the cast tensors, while the file is being cast.
-    assert needed_bytes([header], "float32") == as_stored + 4 * MiB + 1024 + 512
-    assert needed_bytes([header], "bfloat16") == as_stored + 2 * MiB + 512 + 512  # only "b" casts, the rest is copied
+    # What the CUDA caching allocator takes: a 20 MiB segment for 1..10 MiB, 2 MiB for up to 1 MiB.
+    assert needed_bytes([header]) == 20 * MiB + MARGIN  # one raw allocation; the tensors are views of it
+    # float32: the raw copy and one output buffer (4 MiB + 1056 bytes, one segment) while the file is cast.
+    assert header.layout("float32") == ([0, 4 * MiB, 4 * MiB + 1024], 4 * MiB + 1056)
+    assert needed_bytes([header], "float32") == 40 * MiB + MARGIN
+    assert header.layout("bfloat16") == ([0, 2 * MiB, 2 * MiB + 512], 2 * MiB + 544)  # only "b" casts
+    assert needed_bytes([header], "bfloat16") == 40 * MiB + MARGIN
     bf16 = read_header(write_safetensors(tmp_path / "bf16.safetensors", [("w", "BF16", [8], bytes(16)), ("n", "I64", [1], bytes(8))]))
-    assert needed_bytes([bf16], "bfloat16") == needed_bytes([bf16]) == 512  # nothing to cast: views of the raw copy
-    # The peak is while the first file casts; its raw copy is freed before the second loads.
-    assert needed_bytes([header, bf16], "bfloat16") == needed_bytes([header], "bfloat16")
-    assert needed_bytes([bf16, header], "bfloat16") == 512 + needed_bytes([header], "bfloat16")
+    assert needed_bytes([bf16], "bfloat16") == needed_bytes([bf16]) == 2 * MiB + MARGIN  # nothing to cast: views
+    # Files read in place come first and stay; then each casting file with its raw copy, freed after.
+    assert needed_bytes([header, bf16], "bfloat16") == needed_bytes([bf16, header], "bfloat16") == 42 * MiB + MARGIN
+    # Above 10 MiB an allocation is rounded to 2 MiB; a misaligned tensor puts its file into an output buffer.
+    big = read_header(write_safetensors(tmp_path / "big.safetensors", [
+        ("odd", "U8", [3], bytes(3)), ("w", "F32", [3 * MiB], bytes(12 * MiB)),
+    ]))
+    assert (big.relaid(None), big.staging_bytes(None), big.staging_bytes("float16")) == (True, 0, 12 * MiB)
+    assert needed_bytes([big]) == 2 * (12 * MiB + 2 * MiB) + MARGIN
+    # float16: raw copy, the output buffer (3 + 6 MiB: a 20 MiB segment) and the aligned clone of "w" for its cast.
+    assert needed_bytes([big], "float16") == (14 + 20 + 12) * MiB + MARGIN
+    assert needed_bytes([]) == 0
 
 
 @needs_torch
