@@ -80,9 +80,9 @@ def test_hf_token_is_the_fallback():
         ({"RUNPOD_HUGGINGFACE_TOKEN": "hf_x"},
          "invalid settings: RUNPOD_HUGGINGFACE_TOKEN is set but RUNPOD_HUGGINGFACE_USER is missing; set both or neither"),
         ({"PRELOADER_TIMEOUT": "soon"},
-         "invalid settings: PRELOADER_TIMEOUT='soon': expected seconds or a duration like 90s, 10m, 1h"),
+         "invalid settings: PRELOADER_TIMEOUT='soon': expected a duration from 0 to 365d (seconds, or like 90s, 10m, 1h)"),
         ({"PRELOADER_RETRIES": "0"},
-         "invalid settings: PRELOADER_RETRIES='0': expected a whole number of at least 1"),
+         "invalid settings: PRELOADER_RETRIES='0': expected a whole number from 1 to 100"),
         ({"PRELOADER_CONNECTIONS": "65"},
          "invalid settings: PRELOADER_CONNECTIONS='65': expected a whole number from 1 to 64"),
         ({"PRELOADER_OFFLINE": "maybe"},
@@ -95,7 +95,7 @@ def test_hf_token_is_the_fallback():
          "invalid settings: RUNPOD_HUGGINGFACE_MODEL item 2 'bad': no \"/\" between user and name; "
          "RUNPOD_HUGGINGFACE_DATASET item 1 '': empty item; "
          "RUNPOD_HUGGINGFACE_DATASET item 2 'org/d:..': revision contains '..', '//' or '@{'; "
-         "PRELOADER_RETRIES='x': expected a whole number of at least 1"),
+         "PRELOADER_RETRIES='x': expected a whole number from 1 to 100"),
     ],
 )
 def test_invalid_settings_give_one_error(env, message):

@@ -54,7 +54,8 @@ def test_parse_list_accepts(text, expected):
 def test_parse_list_rejects_with_exact_message(item, problem):
     specs, problems = parse_list(f"org/good,{item}", "model", "RUNPOD_HUGGINGFACE_MODEL")
     assert specs == [RepoSpec("model", "org/good")]
-    assert problems == [f"RUNPOD_HUGGINGFACE_MODEL item 2 {item!r}: {problem}"]
+    quoted = repr(item) if len(item) <= 80 else f"{item[:80]!r}... ({len(item)} characters)"  # long items are cut
+    assert problems == [f"RUNPOD_HUGGINGFACE_MODEL item 2 {quoted}: {problem}"]
 
 
 def test_every_bad_entry_is_reported_with_its_position():
