@@ -235,9 +235,9 @@ class _Loader:
                 token, token_source = read_token_file(path), path_source
             except TokenFileError as error:
                 self.problems.append(f"{path_source}={shown(path)}: {error}")
-                token, token_source = None, "default"
+                return user, None, None  # the pairing is not in question: the file is
         if token and token_problem(token):
-            self.problems.append(f"the token in {token_source} {token_problem(token)} (the value is not shown)")
+            self.problems.append(f"{token_source} {token_problem(token)} (the value is not shown)")
         runpod_token = token_source in ("RUNPOD_HUGGINGFACE_TOKEN", "--token", "PRELOADER_TOKEN_FILE",
                                         "--token-file", self.keyword("token"), self.keyword("token_file"))
         token_name = self.keyword("token") if self.keywords else "RUNPOD_HUGGINGFACE_TOKEN"

@@ -62,7 +62,7 @@ def read_token_file(path: str | os.PathLike) -> str:
 def token_problem(token: str) -> str | None:
     """Why a token (already stripped) cannot be sent in an HTTP header, in words that never quote it."""
     if any(not 0x21 <= ord(char) <= 0x7E for char in token):
-        return "holds a space, a control character or a non-ASCII character; a token is printable ASCII"
+        return "holds a space, a control character or a non-ASCII character: a token is printable ASCII"
     return None
 
 

@@ -49,7 +49,8 @@ def parse_duration(text: str, least: float = 0.0, most: float = YEAR) -> float:
     if not match or len(match.group(1)) > _MAX_DIGITS:
         raise ValueError(text)
     seconds = Fraction(match.group(1)) * _SECONDS[match.group(2)]
-    if not least <= seconds <= most:  # compared exactly, before a float could round into the range
+    # Compared exactly, before a float could round into the range (and 100ms is 0.1 s, not float 0.1's binary).
+    if not Fraction(repr(least)) <= seconds <= Fraction(repr(most)):
         raise OutOfRange(text)
     return float(seconds)
 
