@@ -203,7 +203,8 @@ def parse_given(value: object, repo_type: str, source: str) -> tuple[list[RepoSp
 def spec_problem(spec: RepoSpec, repo_type: str) -> str | None:
     """Why a RepoSpec built in code is not one that parsing `repo_type` items could have given, or None."""
     if spec.repo_type != repo_type:
-        return f"names a {shown(str(spec.repo_type))}, not a {repo_type}"
+        kind = spec.repo_type if spec.repo_type in REPO_TYPES else shown(str(spec.repo_type))
+        return f"names a {kind}, not a {repo_type}"
     if not isinstance(spec.repo_id, str) or not isinstance(spec.revision, str):
         return "repo_id and revision must be strings"
     return repo_id_problem(spec.repo_id) or revision_problem(spec.revision)
