@@ -49,6 +49,9 @@ def _rendering_pattern(secret: str) -> re.Pattern[str]:
             ways.append(r"\\+x" + _hex(code, 2))
         if code < 0x10000:
             ways.append(r"\\+u" + _hex(code, 4))
+        else:  # JSON writes a character past the BMP as a surrogate pair
+            high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+            ways.append(r"\\+u" + _hex(high, 4) + r"\\+u" + _hex(low, 4))
         ways.append(r"\\+U" + _hex(code, 8))
         short = {"\n": "n", "\t": "t", "\r": "r", "\b": "b", "\f": "f"}.get(char)
         if short or char in "/'\"\\":
