@@ -115,6 +115,7 @@ class _Loader:
                  keywords: Mapping[str, object] | None = None, names: Mapping[str, str] | None = None) -> None:
         self.environ = environ
         self.flags = flags
+        self.api = keywords is not None  # messages name keywords, and no env var the API does not read
         self.keywords = {name: value for name, value in (keywords or {}).items() if value is not None}
         self.names = dict(names or {})
         self.problems: list[str] = unknown(self.keywords)
@@ -162,7 +163,7 @@ class _Loader:
         held = any(s == text.strip() or (len(s) >= 16 and s in text) for s in self.secrets)
         if option.name == "token" or not (held or TOKEN_SHAPE.search(text)):
             return text, source
-        where = ("token= or token_file=" if self.keywords
+        where = ("token= or token_file=" if self.api
                  else "RUNPOD_HUGGINGFACE_TOKEN, HF_TOKEN or PRELOADER_TOKEN_FILE")
         problem = f"{source} holds a token; put it in {where}, never in another setting"
         if problem not in self.problems:
@@ -240,7 +241,7 @@ class _Loader:
             self.problems.append(f"{token_source} {token_problem(token)} (the value is not shown)")
         runpod_token = token_source in ("RUNPOD_HUGGINGFACE_TOKEN", "--token", "PRELOADER_TOKEN_FILE",
                                         "--token-file", self.keyword("token"), self.keyword("token_file"))
-        token_name = self.keyword("token") if self.keywords else "RUNPOD_HUGGINGFACE_TOKEN"
+        token_name = self.keyword("token") if self.api else "RUNPOD_HUGGINGFACE_TOKEN"
         if user and not runpod_token:
             self.problems.append(f"{user_source} is set but {token_name} is missing; set both or neither")
         if runpod_token and not user and token_source == "RUNPOD_HUGGINGFACE_TOKEN":
