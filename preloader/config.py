@@ -153,7 +153,8 @@ class _Loader:
             return self.not_a_token(option, str(flag), option.flag)
         for env in (option.env, *option.fallbacks):
             value = self.env(env)
-            if value is not None:
+            # A blank token (a newline from a templated Secret) is unset: the fallback is looked at.
+            if value is not None and not (name == "token" and not value.strip()):
                 return self.not_a_token(option, value, env)
         return None, "default"
 

@@ -229,6 +229,14 @@ def test_a_token_is_stripped_of_surrounding_whitespace(var):
     assert s.token == "hf_tok3n-value"
 
 
+def test_a_blank_runpod_token_counts_as_unset():
+    assert load({"RUNPOD_HUGGINGFACE_TOKEN": " \n", "HF_TOKEN": "hf_fallback\n"}).token == "hf_fallback"
+    with pytest.raises(ConfigError) as info:
+        load({"RUNPOD_HUGGINGFACE_TOKEN": "\n", "RUNPOD_HUGGINGFACE_USER": "alice"})
+    assert str(info.value) == ("invalid settings: RUNPOD_HUGGINGFACE_USER is set but RUNPOD_HUGGINGFACE_TOKEN is "
+                               "missing; set both or neither")
+
+
 @pytest.mark.parametrize("token", ["hf_tok\nen-value", "hf_tok\x00en", "hf_tok\x7fen", "hf_t\u00f6ken-value",
                                    "hf_tok en-value", "hf_token\u2028x"])
 def test_a_token_with_a_control_or_non_ascii_character_is_78_unshown(token):
