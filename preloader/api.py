@@ -2,6 +2,10 @@
 
 It never prints, exits or reads the environment; use `Settings.load(os.environ)`
 and `preload_settings()` to get the CLI's env-driven behaviour.
+
+Every keyword is a setting of `options.OPTIONS` by its name (`cache_dir`, `timeout`, `retries`, ...), parsed
+by the same code as the CLI's flags and env vars: `timeout="10s"` works as `--timeout 10s` does, and a bad
+value raises ConfigError naming the keyword (`timeout=-1: ...`) before any network call or write.
 """
 
 from __future__ import annotations
@@ -11,64 +15,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from . import logs
 from .cache import records
-from .cache.layout import Layout
-from .config import DEFAULT_ENDPOINT, Settings
+from .config import Settings
 from .errors import ConfigError, NotFoundError
 from .preloading.engine import Preloader
 from .preloading.results import PreloadResult
 from .preloading.waiting import wait_ready
-from .spec import RepoSpec, dedupe, parse_specs
+from .spec import REPO_TYPES, RepoSpec, parse_given, parse_specs
+from .tokens import secrets_in
 from .warm.mode import Dtype, WarmMode
 
 Specs = str | Iterable[str | RepoSpec] | None
 
 
-def _specs(value: Specs, repo_type: str) -> tuple[RepoSpec, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [item for item in value.split(",")]
-    plain = [item for item in value if not isinstance(item, RepoSpec)]
-    given = [item for item in value if isinstance(item, RepoSpec)]
-    return dedupe(given + list(parse_specs(plain, repo_type, f"{repo_type}s")))
-
-
-def settings_for(
-    models: Specs = None,
-    datasets: Specs = None,
-    *,
-    cache_dir: str | Path | None = None,
-    state_dir: str | Path | None = None,
-    link_root: str | Path | None = None,
-    token: str | None = None,
-    endpoint: str = DEFAULT_ENDPOINT,
-    include: Iterable[str] = (),
-    exclude: Iterable[str] = (),
-    offline: bool = False,
-    timeout: float | None = None,
-    lock_timeout: float = 3600.0,
-    retries: int = 5,
-    workers: int = 8,
-) -> Settings:
-    """Settings from explicit arguments; `cache_dir` defaults to ~/.cache/huggingface/hub."""
-    return Settings(
-        models=_specs(models, "model"),
-        datasets=_specs(datasets, "dataset"),
-        token=token,
-        token_source="argument" if token else None,
-        layout=Layout.build(cache_dir or Path.home() / ".cache/huggingface/hub", state_dir, link_root),
-        cache_dir_source="argument" if cache_dir else "default",
-        endpoint=endpoint.rstrip("/"),
-        include=tuple(include),
-        exclude=tuple(exclude),
-        offline=offline,
-        offline_source="argument" if offline else None,
-        timeout=timeout,
-        lock_timeout=lock_timeout,
-        retries=retries,
-        workers=workers,
-    )
+def settings_for(models: Specs = None, datasets: Specs = None, *, _names: dict[str, str] | None = None,
+                 **keywords) -> Settings:
+    """Settings from explicit arguments: any setting's name as a keyword (see `options.OPTIONS`);
+    `cache_dir` defaults to ~/.cache/huggingface/hub. ConfigError for an unknown keyword or a bad value."""
+    keywords = {"models": models, "datasets": datasets, **keywords}
+    for secret in secrets_in({}, keywords):  # before anything that could fail and show one
+        logs.add_secret(secret)
+    return Settings.load({}, keywords=keywords, names=_names)
 
 
 def preload(models: Specs = None, datasets: Specs = None, **options) -> list[PreloadResult]:
@@ -89,7 +57,8 @@ def wait(
     models: Specs = None, datasets: Specs = None, *, timeout: float | None = None, **options
 ) -> list[PreloadResult]:
     """Block until another process has preloaded these repos into the cache; TransientError at `timeout`."""
-    return wait_ready(settings_for(models, datasets, **options), timeout=timeout)
+    settings = settings_for(models, datasets, timeout=timeout, **options)
+    return wait_ready(settings, timeout=settings.timeout)
 
 
 def warm_results(results: Iterable[PreloadResult], mode: WarmMode, *, dtype: Dtype | None = None,
@@ -109,12 +78,9 @@ def warm(models: Specs = None, *, mode: str | WarmMode = "page-cache", dtype: Dt
 
     Raises NotFoundError (66) for a model that is not complete in the cache.
     """
-    if not isinstance(mode, WarmMode):
-        try:
-            mode = WarmMode.parse(mode)
-        except ValueError:
-            raise ConfigError(f"invalid value mode={mode!r}: expected {WarmMode.FORMS}") from None
-    settings = settings_for(models, None, **options)
+    settings = settings_for(models, None, warm=mode, dtype=dtype, warm_lock=lock, _names={"warm": "mode",
+                            "warm_lock": "lock"}, **options)
+    mode, dtype, lock = settings.warm, settings.dtype, settings.warm_lock
     results = []
     for spec in settings.models:
         state = records.check(settings.layout, spec)
@@ -141,17 +107,25 @@ class Cache:
     """
 
     def __init__(self, cache_dir: str | Path, capacity_bytes: int | None = None, **options) -> None:
-        self.capacity = capacity_bytes
+        if cache_dir is None or cache_dir == "":
+            raise ConfigError("invalid settings: cache_dir=None: expected a path" if cache_dir is None
+                              else "invalid settings: cache_dir='': expected a path")
         self.options = dict(options, cache_dir=cache_dir)
-        self.layout = settings_for(**self.options).layout
+        settings = settings_for(**self.options, max_cache_size=capacity_bytes, _names={"max_cache_size":
+                                                                                       "capacity_bytes"})
+        self.capacity = settings.max_cache_size
+        self.layout = settings.layout
 
     def _spec(self, key: str | RepoSpec) -> RepoSpec:
         if isinstance(key, RepoSpec):
-            return key
-        try:
-            return parse_specs([key], "model")[0]
-        except ConfigError:
-            return parse_specs([key], "dataset")[0]  # raises for what is neither
+            specs, problems = parse_given([key], key.repo_type if key.repo_type in REPO_TYPES else "model", "key")
+            if problems:
+                raise ConfigError("invalid repo spec: " + problems[0])
+            return specs[0]
+        if not isinstance(key, str):
+            raise ConfigError(f"invalid repo spec: key {logs.shown(repr(key), quote=False)}: expected a string "
+                              "like user/name[:revision] or a RepoSpec")
+        return parse_specs([key], "model", "key", typed=True)[0]  # hf://datasets/... is a dataset
 
     def _state(self, key: str | RepoSpec):
         return records.check(self.layout, self._spec(key))

@@ -10,16 +10,19 @@ What each setting is (env var, flag, default, help) is the table in `options`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from .cache.layout import Layout, absolute
-from .errors import ConfigError
-from .logs import TOKEN_SHAPE
+from .errors import ConfigError, listed
+from .keywords import REPO_LISTS, as_text, expected, unknown
+from .logs import TOKEN_SHAPE, shown
 from .options import DEFAULT_ENDPOINT, OPTIONS, OPTIONS_BY_NAME, TOKEN_VARS, LogFormat, LogLevel, Option, TransferKind
-from .spec import RepoSpec, dedupe, parse_list
+from .spec import RepoSpec, dedupe, parse_given, parse_list
+from .tokens import TokenFileError, read_token_file, secrets_in, token_problem
 from .units import parse_duration, parse_size
 from .warm.mode import Dtype, WarmMode
 
@@ -89,9 +92,12 @@ class Settings:
         return self.layout.link_root
 
     @classmethod
-    def load(cls, environ: Mapping[str, str], flags: Mapping[str, object] | None = None) -> Settings:
-        """Read settings from env vars and flags (flags win); raise ConfigError listing every problem."""
-        return _Loader(environ, flags or {}).settings()
+    def load(cls, environ: Mapping[str, str], flags: Mapping[str, object] | None = None, *,
+             keywords: Mapping[str, object] | None = None, names: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from env vars and flags (flags win), and from the API's `keywords` (Python values,
+        any setting's name; they win over both, and messages name them by the keyword, or as `names` says);
+        raise ConfigError listing every problem."""
+        return _Loader(environ, flags or {}, keywords, names).settings()
 
 
 def debug_requested(environ: Mapping[str, str]) -> bool:
@@ -99,30 +105,32 @@ def debug_requested(environ: Mapping[str, str]) -> bool:
     return environ.get("PRELOADER_DEBUG", "").strip().lower() in _TRUE
 
 
-def secrets_in(environ: Mapping[str, str], flags: Mapping[str, object] | None = None) -> Iterator[str]:
-    """Every token value the env vars, flags and token file hold, read before anything is validated,
-    so that no error about any setting can show one."""
-    flags = flags or {}
-    for value in (*(environ.get(name) for name in TOKEN_VARS), flags.get("token")):
-        if isinstance(value, str) and value.strip():
-            yield value.strip()
-    path = flags.get("token_file") or environ.get("PRELOADER_TOKEN_FILE")
-    if isinstance(path, str) and path:
-        try:
-            yield Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            pass  # reported, without its content, when the settings load
-
-
-
 class _Loader:
-    """Collects every problem before raising, so one error lists them all."""
+    """Collects every problem before raising, so one error lists them all.
 
-    def __init__(self, environ: Mapping[str, str], flags: Mapping[str, object]) -> None:
+    A value comes from an API keyword (named as the keyword), a flag or an env var, in that order, and is
+    parsed by the same code whichever it came from."""
+
+    def __init__(self, environ: Mapping[str, str], flags: Mapping[str, object],
+                 keywords: Mapping[str, object] | None = None, names: Mapping[str, str] | None = None) -> None:
         self.environ = environ
         self.flags = flags
-        self.problems: list[str] = []
-        self.secrets = list(secrets_in(environ, flags))
+        self.api = keywords is not None  # messages name keywords, and no env var the API does not read
+        self.keywords = {name: value for name, value in (keywords or {}).items() if value is not None}
+        self.names = dict(names or {})
+        self.problems: list[str] = unknown(self.keywords)
+        self.secrets = [s for s in secrets_in(environ, {**flags, **self.keywords}) if s]
+        self.texts: dict[str, str] = {}
+        for name, value in self.keywords.items():
+            if name in OPTIONS_BY_NAME and name not in REPO_LISTS:
+                text, problem = as_text(name, value, self.keyword(name))
+                if problem:
+                    self.problems.append(problem)
+                elif text is not None:
+                    self.texts[name] = text
+
+    def keyword(self, name: str) -> str:
+        return self.names.get(name, name)
 
     def env(self, name: str) -> str | None:
         # An empty value counts as unset: compose files often pass `${VAR:-}`.
@@ -130,8 +138,12 @@ class _Loader:
         return value if value not in (None, "") else None
 
     def raw(self, name: str) -> tuple[str | None, str]:
-        """The raw value of a setting and where it came from (flag, env var or fallback)."""
+        """The raw value of a setting and where it came from (keyword, flag, env var or fallback)."""
         option = OPTIONS_BY_NAME[name]
+        if name in self.keywords:
+            text = self.texts.get(name)
+            return (self.not_a_token(option, text, self.keyword(name)) if text not in (None, "")
+                    else (None, self.keyword(name)))
         flag = self.flags.get(name)
         if isinstance(flag, (list, tuple)):
             flag = ",".join(flag) if flag else None
@@ -141,7 +153,8 @@ class _Loader:
             return self.not_a_token(option, str(flag), option.flag)
         for env in (option.env, *option.fallbacks):
             value = self.env(env)
-            if value is not None:
+            # A blank token (a newline from a templated Secret) is unset: the fallback is looked at.
+            if value is not None and not (name == "token" and not value.strip()):
                 return self.not_a_token(option, value, env)
         return None, "default"
 
@@ -151,8 +164,9 @@ class _Loader:
         held = any(s == text.strip() or (len(s) >= 16 and s in text) for s in self.secrets)
         if option.name == "token" or not (held or TOKEN_SHAPE.search(text)):
             return text, source
-        problem = (f"{source} holds a token; put it in RUNPOD_HUGGINGFACE_TOKEN, HF_TOKEN or "
-                   "PRELOADER_TOKEN_FILE, never in another setting")
+        where = ("token= or token_file=" if self.api
+                 else "RUNPOD_HUGGINGFACE_TOKEN, HF_TOKEN or PRELOADER_TOKEN_FILE")
+        problem = f"{source} holds a token; put it in {where}, never in another setting"
         if problem not in self.problems:
             self.problems.append(problem)
         return None, source
@@ -167,12 +181,13 @@ class _Loader:
         try:
             return self.convert(option, text)
         except ValueError:
-            self.problems.append(f"{source}={text!r}: {self.expected(option)}")
+            self.problems.append(f"{source}={shown(text)}: {expected(option)}")
             return self.convert(option, option.default) if option.default else None
 
     @staticmethod
     def convert(option: Option, text: str):
         text = text.strip()
+        least, most = option.bounds
         if option.kind == "bool":
             if text.lower() in _TRUE:
                 return True
@@ -180,13 +195,13 @@ class _Loader:
                 return False
             raise ValueError(text)
         if option.kind == "duration":
-            return parse_duration(text)
+            return parse_duration(text, least, most)
         if option.kind == "size":
-            return parse_size(text)
+            return parse_size(text, int(least), int(most))
         if option.kind == "warm":
             return WarmMode.parse(text)
         if option.kind == "count":
-            if not text.isdigit() or int(text) < 1 or (option.most is not None and int(text) > option.most):
+            if not re.fullmatch(r"[0-9]{1,6}", text) or not least <= int(text) <= most:
                 raise ValueError(text)
             return int(text)
         if option.kind == "choice":
@@ -197,21 +212,14 @@ class _Loader:
             return tuple(item.strip() for item in text.split(",") if item.strip())
         return text
 
-    @staticmethod
-    def expected(option: Option) -> str:
-        if option.kind == "count" and option.most is not None:
-            return f"expected a whole number from 1 to {option.most}"
-        return {
-            "bool": "expected 1/0, true/false, yes/no or on/off",
-            "duration": "expected seconds or a duration like 90s, 10m, 1h",
-            "count": "expected a whole number of at least 1",
-            "size": "expected a size like 500M, 64MiB or 2G",
-            "warm": "expected " + WarmMode.FORMS,
-        }.get(option.kind, "expected one of " + ", ".join(option.choices))
-
     def repos(self, name: str, repo_type: str) -> tuple[RepoSpec, ...]:
-        text, source = self.raw(name)
-        specs, problems = parse_list(text or "", repo_type, source)
+        given = self.keywords.get(name)
+        if given is not None and not isinstance(given, str):
+            specs, problems = parse_given(given, repo_type, self.keyword(name))
+        else:
+            text, source = (self.not_a_token(OPTIONS_BY_NAME[name], given, self.keyword(name)) if given is not None
+                            else self.raw(name))
+            specs, problems = parse_list(text or "", repo_type, source)
         self.problems.extend(problems)
         return dedupe(specs)
 
@@ -220,18 +228,23 @@ class _Loader:
         user, user_source = self.raw("user")
         token, token_source = self.raw("token")
         path, path_source = self.raw("token_file")
+        if token is not None:
+            token = token.strip() or None  # a Kubernetes Secret or `echo > file` leaves a newline
+            token_source = token_source if token else "default"
         if path and token_source in ("HF_TOKEN", "default"):
             # A mounted secret (compose `secrets:`, a Kubernetes Secret) beats the HF_TOKEN fallback.
             try:
-                token, token_source = Path(path).read_text(encoding="utf-8").strip(), path_source
-            except OSError as error:
-                self.problems.append(f"{path_source}={path!r}: cannot read the token file ({error.strerror})")
+                token, token_source = read_token_file(path), path_source
+            except TokenFileError as error:
+                self.problems.append(f"{path_source}={shown(path)}: {error}")
+                return user, None, None  # the pairing is not in question: the file is
+        if token and token_problem(token):
+            self.problems.append(f"{token_source} {token_problem(token)} (the value is not shown)")
         runpod_token = token_source in ("RUNPOD_HUGGINGFACE_TOKEN", "--token", "PRELOADER_TOKEN_FILE",
-                                        "--token-file")
+                                        "--token-file", self.keyword("token"), self.keyword("token_file"))
+        token_name = self.keyword("token") if self.api else "RUNPOD_HUGGINGFACE_TOKEN"
         if user and not runpod_token:
-            self.problems.append(
-                f"{user_source} is set but RUNPOD_HUGGINGFACE_TOKEN is missing; set both or neither"
-            )
+            self.problems.append(f"{user_source} is set but {token_name} is missing; set both or neither")
         if runpod_token and not user and token_source == "RUNPOD_HUGGINGFACE_TOKEN":
             self.problems.append(
                 "RUNPOD_HUGGINGFACE_TOKEN is set but RUNPOD_HUGGINGFACE_USER is missing; set both or neither"
@@ -282,15 +295,31 @@ class _Loader:
             **{name: self.value(name) for name in _PLAIN},
         )
         if self.problems:
-            raise ConfigError("invalid settings: " + "; ".join(self.problems))
+            raise ConfigError("invalid settings: " + listed(self.problems))
         return settings
 
     def endpoint(self) -> str:
         text, source = self.raw("endpoint")
         endpoint = (text or DEFAULT_ENDPOINT).strip().rstrip("/")
-        if not re.match(r"https?://[^/\s]+", endpoint):
-            self.problems.append(f"{source}={endpoint!r}: expected an http:// or https:// URL")
+        if endpoint_problem(endpoint):
+            self.problems.append(f"{source}={shown(endpoint)}: expected an http:// or https:// URL")
         return endpoint
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why `url` is not a hub URL we can connect to (scheme, host, port), or None."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "space or control character"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "malformed"
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        return "not http(s)://host"
+    if parts.query or parts.fragment:
+        return "query or fragment"
+    return None
 
 
 # Settings whose parsed value goes into Settings as it is.

@@ -133,3 +133,10 @@ class DeadlineExceeded(Aborted):
             "raise PRELOADER_TIMEOUT or check the hub",
             TransientError.exit_code,
         )
+
+
+def listed(problems: list[str], first: int = 5) -> str:
+    """Problems joined into one line: the first few, and how many more there are (a list of thousands of bad
+    items must not make a line of megabytes)."""
+    shown = "; ".join(problems[:first])
+    return shown + (f"; ... and {len(problems) - first} more" if len(problems) > first else "")

@@ -19,19 +19,66 @@ REDACTED = "***"
 TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
 
 _secrets: set[str] = set()
+_patterns: dict[str, re.Pattern[str]] = {}
+# The library's records go nowhere until the host configures logging (or the CLI calls `setup`): never to
+# Python's last-resort handler, which would print warnings of a library call on the host's stderr.
+logging.getLogger(PREFIX).addHandler(logging.NullHandler())
 
 
 def add_secret(secret: str | None) -> None:
     """Scrub `secret` from every record from now on. Short strings are ignored: they would mangle logs."""
-    if secret and len(secret) >= 6:
+    if isinstance(secret, str) and len(secret) >= 6:
         _secrets.add(secret)
 
 
+def _hex(value: int, digits: int) -> str:
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{value:0{digits}x}")
+
+
+def _rendering_pattern(secret: str) -> re.Pattern[str]:
+    """Every way `secret` can be rendered into a line, one character at a time: as itself, percent-encoded
+    (either case of hex, `+` for a space), as a repr or bytes-repr escape (\\xNN, \\n), a JSON escape
+    (\\uXXXX, \\/), with backslashes doubled by a second layer of quoting (a repr inside JSON)."""
+    parts = []
+    for char in secret:
+        code = ord(char)
+        encoded = char.encode("utf-8", "surrogatepass")
+        ways = [re.escape(char), "".join("%" + _hex(b, 2) for b in encoded),
+                "".join(r"\\+x" + _hex(b, 2) for b in encoded)]
+        if code < 0x100:
+            ways.append(r"\\+x" + _hex(code, 2))
+        if code < 0x10000:
+            ways.append(r"\\+u" + _hex(code, 4))
+        else:  # JSON writes a character past the BMP as a surrogate pair
+            high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+            ways.append(r"\\+u" + _hex(high, 4) + r"\\+u" + _hex(low, 4))
+        ways.append(r"\\+U" + _hex(code, 8))
+        short = {"\n": "n", "\t": "t", "\r": "r", "\b": "b", "\f": "f"}.get(char)
+        if short or char in "/'\"\\":
+            ways.append(r"\\+" + re.escape(short or char))
+        if char == " ":
+            ways.append(r"\+")
+        parts.append("(?:" + "|".join(ways) + ")")
+    return re.compile("".join(parts))
+
+
 def redact(text: str) -> str:
-    """`text` with every known secret, and anything shaped like a token, replaced by ***."""
+    """`text` with every known secret, in every rendering, and anything shaped like a token, replaced by ***."""
     for secret in sorted(_secrets, key=len, reverse=True):  # a secret containing another goes first
         text = text.replace(secret, REDACTED)
+        if secret not in _patterns:
+            _patterns[secret] = _rendering_pattern(secret)
+        text = _patterns[secret].sub(REDACTED, text)
     return TOKEN_SHAPE.sub(REDACTED, text)
+
+
+def shown(text: str, limit: int = 80, *, quote: bool = True) -> str:
+    """`text` as an error message quotes it: scrubbed first, then cut to `limit` characters (saying how long
+    it was), so that one huge value cannot make a huge line and a cut can never leave part of a secret."""
+    text = redact(text)
+    cut = text if len(text) <= limit else text[:limit]
+    cut = repr(cut) if quote else cut
+    return cut if len(text) <= limit else f"{cut}... ({len(text)} characters)"
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: object) -> None:

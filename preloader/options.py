@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from .cache.layout import LATEST_PLACES
+from .units import DAY, MAX_SIZE, YEAR, human_duration
 from .warm.mode import DTYPES
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -26,10 +27,29 @@ class Option:
     flag: str
     help: str
     default: str = ""
-    kind: str = "str"  # str | list | bool | duration | count | choice
+    kind: str = "str"  # str | list | bool | duration | count | size | choice | warm
     fallbacks: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
-    most: int | None = None  # for counts
+    # The valid range of a duration (seconds), size (bytes) or count; the help text says it in `range_text`'s words.
+    least: float = 0
+    most: float | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        default = {"duration": YEAR, "size": MAX_SIZE}.get(self.kind, 0)
+        return self.least, (self.most if self.most is not None else default)
+
+    @property
+    def range_text(self) -> str:
+        """The valid range in words, as the help text and every error about this setting say it."""
+        least, most = self.bounds
+        if self.kind == "duration":
+            return f"from {human_duration(least)} to {human_duration(most)}"
+        if self.kind == "size":
+            return f"from {least:g} to 2^63-1 bytes" if most == MAX_SIZE else f"from {least:g} to {most:g} bytes"
+        if self.kind == "count":
+            return f"from {least:g} to {most:g}"
+        return ""
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -76,39 +96,43 @@ OPTIONS: tuple[Option, ...] = (
     Option("exclude", "PRELOADER_EXCLUDE", "--exclude",
            "Skip files matching these comma-separated globs.", kind="list"),
     Option("timeout", "PRELOADER_TIMEOUT", "--timeout",
-           "Overall deadline for the preload (30, 90s, 10m, 1h; 0 = none); exit 75 when it passes.",
+           "Overall deadline for the preload (30, 90s, 10m, 1h; 0 = none), from 0 to 365d; exit 75 when it passes.",
            default="0", kind="duration"),
     Option("lock", "PRELOADER_LOCK", "--lock",
            "How repo locks exclude other processes and nodes: flock, lease (an O_EXCL marker with a heartbeat, for "
            "NFS, CephFS, Lustre and FUSE volumes where flock does not cross nodes) or auto (lease on those).",
            default="auto", kind="choice", choices=("auto", "flock", "lease")),
     Option("lease_stale", "PRELOADER_LEASE_STALE", "--lease-stale",
-           "A lease whose marker has not changed for this long is taken over (every node must agree).",
-           default="30s", kind="duration"),
+           "A lease whose marker has not changed for this long is taken over (every node must agree); from 1s to 1d.",
+           default="30s", kind="duration", least=1, most=DAY),
     Option("lock_timeout", "PRELOADER_LOCK_TIMEOUT", "--lock-timeout",
-           "How long to wait for another process's repo lock; exit 75 after.",
+           "How long to wait for another process's repo lock (0 = not at all), from 0 to 365d; exit 75 after.",
            default="1h", kind="duration"),
     Option("retries", "PRELOADER_RETRIES", "--retries",
-           "Attempts per repo on transient hub errors (timeouts, 408, 429, 5xx).",
-           default="5", kind="count"),
+           "Attempts per repo on transient hub errors (timeouts, 408, 429, 5xx), from 1 to 100.",
+           default="5", kind="count", least=1, most=100),
     Option("read_timeout", "PRELOADER_READ_TIMEOUT", "--read-timeout",
-           "A download that receives nothing for this long is retried.", default="30s", kind="duration"),
+           "A download that receives nothing for this long is retried; from 100ms to 1d.", default="30s",
+           kind="duration", least=0.1, most=DAY),
     Option("workers", "PRELOADER_WORKERS", "--workers",
-           "Files downloaded in parallel per repo.", default="8", kind="count"),
+           "Files downloaded in parallel per repo, from 1 to 256.", default="8", kind="count", least=1, most=256),
     Option("transfer", "PRELOADER_TRANSFER", "--transfer",
            "auto: our resumable, checked, multi-connection download for every file hf_xet does not serve; "
            "hub: huggingface_hub for all; parallel: ours for all.", default="auto", kind="choice",
            choices=("auto", "hub", "parallel")),
     Option("connections", "PRELOADER_CONNECTIONS", "--connections",
-           "Parallel ranged connections per large file (at most 64).", default="8", kind="count", most=64),
+           "Parallel ranged connections per large file, from 1 to 64.", default="8", kind="count", least=1,
+           most=64),
     Option("parallel_threshold", "PRELOADER_PARALLEL_THRESHOLD", "--parallel-threshold",
-           "Files at least this big use several connections (500M, 64MiB).", default="64MiB", kind="size"),
+           "Files at least this big use several connections (500M, 64MiB), from 0 to 2^63-1 bytes.",
+           default="64MiB", kind="size"),
     Option("max_cache_size", "PRELOADER_MAX_CACHE_SIZE", "--max-cache-size",
            "After the preload, evict least recently used complete snapshots until the cache is at most this big "
-           "(200G; 0 = no bound); never one just preloaded, never a locked one.", default="0", kind="size"),
+           "(200G; 0 = no bound), from 0 to 2^63-1 bytes; never one just preloaded, never a locked one.",
+           default="0", kind="size"),
     Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
-           "Free space to leave on the cache volume; exit 74 before downloading if it would not fit.",
-           default="1GiB", kind="size"),
+           "Free space to leave on the cache volume, from 0 to 2^63-1 bytes; exit 74 before downloading if it "
+           "would not fit.", default="1GiB", kind="size"),
     Option("warm", "PRELOADER_WARM", "--warm",
            "After the preload, warm each model: none, page-cache (read into RAM) or gpu[:N] "
            "(load every safetensors tensor onto CUDA device N, check it fits, free it).",

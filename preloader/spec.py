@@ -7,10 +7,12 @@ user fixes a long list in one go.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, listed
+from .logs import shown
 
 REPO_TYPES = ("model", "dataset")
 DEFAULT_REVISION = "main"
@@ -22,6 +24,7 @@ MAX_REVISION_LENGTH = 255
 
 _PART = re.compile(r"[A-Za-z0-9._-]+")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+_ANY_CASE_COMMIT = re.compile(r"[0-9a-fA-F]{40}")
 # What `git check-ref-format` refuses inside a ref name.
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
@@ -65,6 +68,11 @@ def repo_id_problem(repo_id: str) -> str | None:
         if len(part) > MAX_NAME_LENGTH:
             return f"{what} is longer than {MAX_NAME_LENGTH} characters"
     return None
+
+
+def normal_revision(revision: str) -> str:
+    """A commit id in upper or mixed case is the same commit: lower case, as git and the hub write it."""
+    return revision.lower() if _ANY_CASE_COMMIT.fullmatch(revision) else revision
 
 
 def revision_problem(revision: str) -> str | None:
@@ -114,13 +122,16 @@ def _revision_split(text: str, mark: str) -> tuple[str, str | None]:
     return repo_id, (revision if sep else None)
 
 
-def parse_item(item: str, repo_type: str) -> tuple[RepoSpec | None, str | None]:
-    """Parse one item (see `_split` for the forms); return the spec or the reason it is bad."""
-    spec, _, problem = _parse(item, repo_type)
+def parse_item(item: str, repo_type: str, *, typed: bool = False) -> tuple[RepoSpec | None, str | None]:
+    """Parse one item (see `_split` for the forms); return the spec or the reason it is bad.
+
+    `typed`: a form that names its type (`hf://datasets/...`, `https://<host>/datasets/...`) is that type,
+    `repo_type` being only the default: how SPEC arguments read when `--dataset` is not given."""
+    spec, _, problem = _parse(item, repo_type, typed)
     return spec, problem
 
 
-def _parse(item: str, repo_type: str) -> tuple[RepoSpec | None, bool, str | None]:
+def _parse(item: str, repo_type: str, typed: bool = False) -> tuple[RepoSpec | None, bool, str | None]:
     """The spec, whether it named a revision, or the reason it is bad."""
     item = item.strip()
     if not item:
@@ -129,18 +140,21 @@ def _parse(item: str, repo_type: str) -> tuple[RepoSpec | None, bool, str | None
         kind, repo_id, revision = _split(item, repo_type)
     except ValueError as error:
         return None, False, str(error)
+    if typed and kind in REPO_TYPES:
+        repo_type = kind
     if kind != repo_type:
         what = "spaces are not preloaded" if kind == "space" else f"names a {kind}, not a {repo_type}"
         return None, False, what
     named = revision is not None
-    revision = revision if named else DEFAULT_REVISION
+    revision = normal_revision(revision) if named else DEFAULT_REVISION
     problem = repo_id_problem(repo_id) or revision_problem(revision)
     if problem:
         return None, False, problem
     return RepoSpec(repo_type, repo_id, revision), named, None
 
 
-def parse_items(items: list[str], repo_type: str, source: str) -> tuple[list[RepoSpec], list[str]]:
+def parse_items(items: list[str], repo_type: str, source: str, *, typed: bool = False
+                ) -> tuple[list[RepoSpec], list[str]]:
     """Parse items one by one; return the good specs and one message per bad item.
 
     `source` names where the items came from (an env var or a flag) for the messages.
@@ -148,12 +162,52 @@ def parse_items(items: list[str], repo_type: str, source: str) -> tuple[list[Rep
     specs: list[RepoSpec] = []
     problems: list[str] = []
     for position, item in enumerate(items, start=1):
-        spec, problem = parse_item(item, repo_type)
+        spec, problem = parse_item(item, repo_type, typed=typed)
         if problem:
-            problems.append(f"{source} item {position} {item.strip()!r}: {problem}")
+            problems.append(f"{source} item {position} {shown(item.strip())}: {problem}")
         else:
             specs.append(spec)
     return specs, problems
+
+
+def parse_given(value: object, repo_type: str, source: str) -> tuple[list[RepoSpec], list[str]]:
+    """Parse what the Python API was given for a list of repos: a list (any iterable) of strings in the forms
+    the env vars take, or of RepoSpecs (checked as strictly as strings); one message per bad item."""
+    if isinstance(value, str):
+        return parse_list(value, repo_type, source)
+    if isinstance(value, RepoSpec):
+        value = [value]
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
+        return [], [f"{source}={shown(repr(value), quote=False)}: expected a string of comma-separated "
+                    "user/name[:revision] or a list of them"]
+    specs: list[RepoSpec] = []
+    problems: list[str] = []
+    for position, item in enumerate(value, start=1):
+        if isinstance(item, RepoSpec):
+            if isinstance(item.revision, str) and item.revision != normal_revision(item.revision):
+                item = replace(item, revision=normal_revision(item.revision))
+            problem = spec_problem(item, repo_type)
+            item_text = shown(str(item))
+        elif isinstance(item, str):
+            spec, problem = parse_item(item, repo_type)
+            item_text = shown(item.strip())
+        else:
+            problem, item_text = "expected a string like user/name[:revision]", shown(repr(item), quote=False)
+        if problem:
+            problems.append(f"{source} item {position} {item_text}: {problem}")
+        else:
+            specs.append(item if isinstance(item, RepoSpec) else spec)
+    return specs, problems
+
+
+def spec_problem(spec: RepoSpec, repo_type: str) -> str | None:
+    """Why a RepoSpec built in code is not one that parsing `repo_type` items could have given, or None."""
+    if spec.repo_type != repo_type:
+        kind = spec.repo_type if spec.repo_type in REPO_TYPES else shown(str(spec.repo_type))
+        return f"names a {kind}, not a {repo_type}"
+    if not isinstance(spec.repo_id, str) or not isinstance(spec.revision, str):
+        return "repo_id and revision must be strings"
+    return repo_id_problem(spec.repo_id) or revision_problem(spec.revision)
 
 
 def parse_list(text: str, repo_type: str, source: str) -> tuple[list[RepoSpec], list[str]]:
@@ -168,11 +222,13 @@ def dedupe(specs: list[RepoSpec]) -> tuple[RepoSpec, ...]:
     return tuple(dict.fromkeys(specs))
 
 
-def parse_specs(items: list[str], repo_type: str, source: str = "argument") -> tuple[RepoSpec, ...]:
-    """Parse specs given one per argument (CLI commands); raise ConfigError listing every bad one."""
-    specs, problems = parse_items(items, repo_type, source)
+def parse_specs(items: list[str], repo_type: str, source: str = "argument", *, typed: bool = False
+                ) -> tuple[RepoSpec, ...]:
+    """Parse specs given one per argument (CLI commands); raise ConfigError listing every bad one (the first
+    few, and how many more). `typed`: see `parse_item`."""
+    specs, problems = parse_items(items, repo_type, source, typed=typed)
     if problems:
-        raise ConfigError("invalid repo spec: " + "; ".join(problems) + "; expected user/name[:revision]")
+        raise ConfigError("invalid repo spec: " + listed(problems) + "; expected user/name[:revision]")
     return dedupe(specs)
 
 
@@ -198,20 +254,23 @@ def etag_problem(etag: str) -> str | None:
     return None if _HEX_ETAG.fullmatch(etag or "") else "etag is not a 40- or 64-hex id"
 
 
-def parse_removals(items: list[str], repo_type: str, revision: str | None = None
+def parse_removals(items: list[str], repo_type: str, revision: str | None = None, *, typed: bool | None = None
                    ) -> tuple[tuple[RepoSpec, ...], tuple[RepoSpec, ...]]:
     """What `rm` is asked to remove: (whole repos, single revisions).
 
     `user/name` names the whole repo; `user/name:revision`, or any item when `revision` is
-    given, only that revision. ConfigError listing every bad item.
+    given, only that revision. ConfigError listing every bad item. `typed` (default: when `repo_type` is the
+    default, model): an `hf://datasets/...` item is a dataset, as among any SPEC arguments.
     """
-    parse_specs(items, repo_type)  # every bad item in one error
+    typed = repo_type == "model" if typed is None else typed
+    parse_specs(items, repo_type, typed=typed)  # every bad item in one error
     if revision is not None and revision_problem(revision):
-        raise ConfigError(f"invalid --revision {revision!r}: {revision_problem(revision)}")
+        raise ConfigError(f"invalid --revision {shown(revision)}: {revision_problem(revision)}")
+    revision = None if revision is None else normal_revision(revision)
     whole: list[RepoSpec] = []
     single: list[RepoSpec] = []
     for item in items:
-        spec, named, _ = _parse(item, repo_type)
+        spec, named, _ = _parse(item, repo_type, typed)
         if revision is not None:
             single.append(RepoSpec(spec.repo_type, spec.repo_id, revision))
         else:

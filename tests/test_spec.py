@@ -54,7 +54,8 @@ def test_parse_list_accepts(text, expected):
 def test_parse_list_rejects_with_exact_message(item, problem):
     specs, problems = parse_list(f"org/good,{item}", "model", "RUNPOD_HUGGINGFACE_MODEL")
     assert specs == [RepoSpec("model", "org/good")]
-    assert problems == [f"RUNPOD_HUGGINGFACE_MODEL item 2 {item!r}: {problem}"]
+    quoted = repr(item) if len(item) <= 80 else f"{item[:80]!r}... ({len(item)} characters)"  # long items are cut
+    assert problems == [f"RUNPOD_HUGGINGFACE_MODEL item 2 {quoted}: {problem}"]
 
 
 def test_every_bad_entry_is_reported_with_its_position():
@@ -123,3 +124,101 @@ def test_rm_of_a_url_without_revision_is_the_whole_repo():
 
     whole, single = parse_removals(["https://huggingface.co/org/a", "hf://org/b@dev"], "model")
     assert (whole, single) == ((RepoSpec("model", "org/a"),), (RepoSpec("model", "org/b", "dev"),))
+
+
+# -- an upper-case 40-hex revision is a commit, normalised to lower case, in every form --
+
+UPPER = COMMIT.upper()
+
+
+@pytest.mark.parametrize("item, repo_type", [
+    (f"org/m:{UPPER}", "model"), (f"hf://org/m@{UPPER}", "model"), (f"hf://datasets/org/m@{UPPER}", "dataset"),
+    (f"https://huggingface.co/org/m:{UPPER}", "model"), (f"org/m:{COMMIT[:20].upper()}{COMMIT[20:]}", "model"),
+])
+def test_an_upper_case_commit_is_a_commit_in_every_form(item, repo_type):
+    specs, problems = parse_list(item, repo_type, "X")
+    assert problems == [] and specs == [RepoSpec(repo_type, "org/m", COMMIT)]
+    assert specs[0].is_commit
+    assert parse_specs([item], repo_type) == (RepoSpec(repo_type, "org/m", COMMIT),)
+
+
+def test_an_upper_case_commit_in_rm_and_the_api():
+    from preloader.api import settings_for
+    from preloader.spec import parse_removals
+
+    assert parse_removals(["org/a"], "model", UPPER) == ((), (RepoSpec("model", "org/a", COMMIT),))
+    assert parse_removals([f"org/a:{UPPER}"], "model") == ((), (RepoSpec("model", "org/a", COMMIT),))
+    assert settings_for([RepoSpec("model", "org/a", UPPER)], cache_dir="/c").models == (
+        RepoSpec("model", "org/a", COMMIT),)
+
+
+def test_a_39_or_41_hex_revision_is_a_branch_name_kept_as_written():
+    specs, _ = parse_list(f"org/m:{UPPER[:39]},org/m:{UPPER}A", "model", "X")
+    assert [s.revision for s in specs] == [UPPER[:39], UPPER + "A"] and not any(s.is_commit for s in specs)
+
+
+# -- SPEC arguments: an hf://datasets/... (or https://<host>/datasets/...) one is a dataset without --dataset --
+
+def test_spec_arguments_take_their_type_from_the_form():
+    from preloader.cli.base import parse_spec_args
+
+    args = ["org/model", "hf://datasets/org/data@v1.0", "https://hf.co/datasets/org/d2", "hf://models/org/m2"]
+    assert parse_spec_args(args, False) == (
+        RepoSpec("model", "org/model"), RepoSpec("dataset", "org/data", "v1.0"), RepoSpec("dataset", "org/d2"),
+        RepoSpec("model", "org/m2"))
+    assert parse_spec_args(["org/d", "hf://datasets/org/e"], True) == (RepoSpec("dataset", "org/d"),
+                                                                        RepoSpec("dataset", "org/e"))
+    with pytest.raises(ConfigError) as info:  # --dataset says what they are: a model URI contradicts it
+        parse_spec_args(["hf://models/org/m"], True)
+    assert "names a model, not a dataset" in str(info.value)
+
+
+def test_env_lists_still_refuse_a_dataset_uri_among_models():
+    _, problems = parse_list("hf://datasets/org/d", "model", "RUNPOD_HUGGINGFACE_MODEL")
+    assert problems == ["RUNPOD_HUGGINGFACE_MODEL item 1 'hf://datasets/org/d': names a dataset, not a model"]
+
+
+def test_status_with_hf_specs_of_both_types_as_the_readme_says(tmp_path):
+    """README: `preloader status` with hf:// specs of both types (no network: nothing is cached, exit 1)."""
+    import json
+    import os
+
+    from conftest import run_preloader
+
+    env = dict(os.environ, PRELOADER_CACHE_DIR=str(tmp_path / "hub"))
+    proc = run_preloader(["status", "--json", "hf://org/model", "hf://datasets/org/data@v1.0"], env)
+    assert proc.returncode == 1, proc.stderr
+    assert [(i["repo_type"], i["repo_id"], i["revision"]) for i in json.loads(proc.stdout)["repos"]] == [
+        ("model", "org/model", "main"), ("dataset", "org/data", "v1.0")]
+
+
+def test_pull_a_model_and_a_dataset_uri_in_one_command_as_the_readme_says(hub, cache, mirrors):
+    """README: `preloader pull org/model hf://datasets/org/data@v1.0`."""
+    from conftest import preloader_env, run_preloader
+
+    proc = run_preloader(["pull", "org/tiny-model", "hf://datasets/org/tiny-data@v1.0"], preloader_env(hub, cache))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [
+        str(cache / "models--org--tiny-model" / "snapshots" / mirrors.sha("model", "org/tiny-model", "main")),
+        str(cache / "datasets--org--tiny-data" / "snapshots" / mirrors.sha("dataset", "org/tiny-data", "v1.0"))]
+
+
+# -- thousands of bad items: ONE short line naming the first five and counting the rest --
+
+def test_thousands_of_bad_items_give_one_short_line():
+    with pytest.raises(ConfigError) as info:
+        parse_specs([f"bad{n}" for n in range(3000)], "model")
+    message = str(info.value)
+    assert message == ("invalid repo spec: " + "; ".join(
+        f"argument item {n + 1} 'bad{n}': no \"/\" between user and name" for n in range(5))
+        + "; ... and 2995 more; expected user/name[:revision]")
+
+
+def test_thousands_of_bad_items_in_an_env_var_give_one_short_line():
+    from preloader.config import Settings
+
+    with pytest.raises(ConfigError) as info:
+        Settings.load({"RUNPOD_HUGGINGFACE_MODEL": ",".join(["x" * 500] * 3000)})
+    message = str(info.value)
+    assert message.endswith("; ... and 2995 more") and len(message) < 1200
+    assert message.count("(500 characters)") == 5  # each item cut, with its length

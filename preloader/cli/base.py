@@ -15,26 +15,32 @@ from ..config import Settings, debug_requested, secrets_in
 from ..errors import Aborted, PreloaderError
 from ..options import OPTIONS
 from ..spec import RepoSpec, parse_specs
-from ..units import parse_duration, parse_size
+from ..units import YEAR, OutOfRange, human_duration, parse_duration, parse_size
 
 
 class Parsed(click.ParamType):
-    """A flag parsed by one of the library's parsers (units.parse_size, units.parse_duration)."""
+    """A flag parsed by one of the library's parsers (units.parse_size, units.parse_duration), within the
+    range the parser is given: what is out of it is refused like what is malformed."""
 
-    def __init__(self, name: str, parse, expected: str) -> None:
-        self.name, self.parse, self.expected = name, parse, expected
+    def __init__(self, name: str, parse, expected: str, valid: str) -> None:
+        self.name, self.parse, self.expected, self.valid = name, parse, expected, valid
 
     def convert(self, value, param, ctx):
         if not isinstance(value, str):
             return value
         try:
             return self.parse(value)
+        except OutOfRange:
+            self.fail(f"{logs.shown(value)}: out of range: expected {self.valid}", param, ctx)
         except ValueError:
-            self.fail(f"{value!r}: expected {self.expected}", param, ctx)
+            self.fail(f"{logs.shown(value)}: expected {self.expected}", param, ctx)
 
 
-SIZE = Parsed("size", parse_size, "a size like 500M, 200G or 1.5T")
-DURATION = Parsed("duration", parse_duration, "a duration like 90s, 12h or 30d")
+# prune --older-than 2y is a fair ask of a cache; a timeout of a year is not (options.OPTIONS says those).
+CACHE_AGE = 10 * YEAR
+SIZE = Parsed("size", parse_size, "a size like 500M, 200G or 1.5T", "a size from 0 to 2^63-1 bytes")
+DURATION = Parsed("duration", functools.partial(parse_duration, most=CACHE_AGE), "a duration like 90s, 12h or 30d",
+                  f"a duration from 0 to {human_duration(CACHE_AGE)}")
 CACHE_SETTINGS = ("cache_dir", "state_dir", "link_root", "latest", "log_format", "log_level", "debug")
 HUB_SETTINGS = ("user", "token", "token_file", "endpoint", "lock_timeout", "retries", "workers", "transfer",
                 "connections", "parallel_threshold", "read_timeout")
@@ -108,12 +114,15 @@ def emit(as_json: bool, document: dict, text: str) -> None:
 
 
 def spec_arguments(command):
-    command = click.option("--dataset", "datasets_only", is_flag=True, help="The SPECs are datasets.")(command)
+    command = click.option("--dataset", "datasets_only", is_flag=True,
+                           help="The SPECs are datasets (an hf://datasets/... SPEC is one without it).")(command)
     return click.argument("specs", nargs=-1, metavar="SPEC...")(command)
 
 
 def parse_spec_args(specs, datasets_only: bool) -> tuple[RepoSpec, ...]:
-    return parse_specs(list(specs), "dataset" if datasets_only else "model")
+    """SPEC arguments: models, except those whose form names a dataset (`hf://datasets/...`,
+    `https://<host>/datasets/...`); with --dataset, every one is a dataset (a model URI is an error)."""
+    return parse_specs(list(specs), "dataset" if datasets_only else "model", typed=not datasets_only)
 
 
 def json_option(command):

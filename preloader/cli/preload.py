@@ -13,7 +13,7 @@ from ..api import warm
 from ..options import OPTIONS
 from ..preloading import entrypoint
 from ..spec import parse_specs
-from .base import CACHE_SETTINGS, load_settings, reports_errors, settings_options
+from .base import CACHE_SETTINGS, load_settings, parse_spec_args, reports_errors, settings_options
 
 COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
 NO_INTERSPERSED = {"allow_interspersed_args": False}
@@ -75,8 +75,9 @@ def pull(specs, datasets_only, **flags):
     checks, locks, resume and cache as `preloader run`, with no service to start.
     """
     s = load_settings(flags)
-    wanted = parse_specs(list(specs), "dataset" if datasets_only else "model")
-    s = replace(s, models=() if datasets_only else wanted, datasets=wanted if datasets_only else ())
+    wanted = parse_spec_args(specs, datasets_only)  # hf://datasets/... among them is a dataset
+    s = replace(s, models=tuple(w for w in wanted if w.repo_type == "model"),
+                datasets=tuple(w for w in wanted if w.repo_type == "dataset"))
     for result in entrypoint.pull(s, progress=sys.stderr.isatty()):
         click.echo(result.path)
 
