@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
@@ -111,3 +112,42 @@ def test_rm_specs_split_into_repos_and_revisions(items, revision, whole, single)
     got = parse_removals(items, "model", revision)
     assert ([f"{s.repo_id}@{s.revision}" for s in got[0]], [f"{s.repo_id}@{s.revision}" for s in got[1]]) == \
         (whole, single)
+
+
+def help_of(command: str | None) -> str:
+    args = ([command] if command else []) + ["--help"]
+    result = CliRunner().invoke(cli, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def options_of(command) -> set[str]:
+    return {name for param in command.params for name in param.opts + param.secondary_opts} | {"-h", "--help"}
+
+
+@pytest.mark.parametrize("command", [None, *sorted(COMMANDS)])
+def test_every_option_a_help_names_exists(command):
+    """An option in a help text exists on that command, or on the command named right before it
+    (`export --all`); what follows ` -- ` in an example is the service's own command line."""
+    group = command is None
+    own = options_of(cli.get_command(None, command) if command else cli)
+    others = {name: options_of(cli.get_command(None, name)) for name in COMMANDS}
+    wrong = []
+    for line in help_of(command).splitlines():
+        line = line.split(" -- ", 1)[0]
+        for before, option in re.findall(r"(?:(\w+) )?(?<![\w-])(--?[a-zA-Z][\w-]*)", line):
+            listed = group and line.split()[0] in others and option in others[line.split()[0]]
+            if option not in own and option not in others.get(before, set()) and not listed:
+                wrong.append((option, line.strip()))
+    assert wrong == []
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_usage_marks_optional_arguments_optional(command):
+    """`SPEC...` only where a SPEC is required; `[SPEC]...` where none need be given."""
+    usage = help_of(command).splitlines()[0]
+    for param in cli.get_command(None, command).params:
+        if isinstance(param, click.Argument):
+            shown = param.make_metavar(click.Context(cli.get_command(None, command)))
+            assert shown in usage
+            assert shown.startswith("[") == (not param.required), (command, shown)
