@@ -19,7 +19,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -121,7 +121,8 @@ def export_to_file(layout: Layout, specs: Iterable[RepoSpec] | None, path: Path)
         problem = os_error(error, doing)
         raise type(problem)(f"{problem}; nothing was left at {path}") from None
     finally:
-        temp.unlink(missing_ok=True)
+        with suppress(OSError):  # a read-only volume answers EROFS even for a temp file never made
+            temp.unlink(missing_ok=True)
     return report
 
 
