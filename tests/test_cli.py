@@ -151,3 +151,69 @@ def test_usage_marks_optional_arguments_optional(command):
             shown = param.make_metavar(click.Context(cli.get_command(None, command)))
             assert shown in usage
             assert shown.startswith("[") == (not param.required), (command, shown)
+
+
+README_EXAMPLES = [  # (the README's example with local repos and paths, the code it must end with)
+    ('RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, org/tiny-model:dev" RUNPOD_HUGGINGFACE_DATASET="org/tiny-data:v1.0" '
+     'RUNPOD_HUGGINGFACE_USER=alice RUNPOD_HUGGINGFACE_TOKEN=hf_xxx PRELOADER_CACHE_DIR="$CACHE" '
+     'preloader run -- sh -c \'test -f "$PRELOADER_MODEL_PATH/config.json"\' serve.py --port 8000', 0),
+    ('preloader ls --cache-dir "$CACHE"', 0),
+    ("preloader run", 0),
+    ('preloader wait -- sh -c \'test -d "$PRELOADER_DATASET_PATH"\'', 0),
+    ("preloader plan", 0),
+    ("preloader status", 0),
+    ("preloader status org/tiny-model org/tiny-model:dev", 0),
+    ("preloader status --dataset org/tiny-data:v1.0", 0),
+    ("preloader verify --repair", 0),
+    ("preloader verify org/tiny-model", 0),
+    ("preloader prune --max-size 200G --older-than 30d --keep-last 1 --keep org/tiny-model "
+     "--keep-dataset org/tiny-data --grace 1h --dry-run", 0),
+    ("preloader rm org/tiny-model --revision dev --dry-run", 0),
+    ("preloader rm --all --dry-run", 0),
+    ("preloader dedup --dry-run", 0),
+    ('preloader export --all -o - | PRELOADER_CACHE_DIR="$OTHER" preloader import -', 0),
+    ('PRELOADER_CACHE_DIR="$OTHER" preloader status org/tiny-model:dev', 0),
+    ('preloader export org/tiny-model -o "$TMP/model.tar" && PRELOADER_CACHE_DIR="$TMP/third" '
+     'preloader import "$TMP/model.tar"', 0),
+    ("preloader warm org/tiny-model", 0),
+]
+
+
+def test_readme_examples_run_as_written(hub, tmp_path):
+    """The README's shell examples that can run here (repos and paths made local; `ssh host` dropped), in
+    order, on one cache; `preloader` on PATH runs this checkout."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "preloader"
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m preloader "$@"\n')
+    shim.chmod(0o755)
+    env = {k: v for k, v in os.environ.items()} | {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_ENDPOINT": hub.url, "CACHE": str(tmp_path / "cache" / "hub"),
+        "PRELOADER_CACHE_DIR": str(tmp_path / "cache" / "hub"), "OTHER": str(tmp_path / "other" / "hub"),
+        "TMP": str(tmp_path), "RUNPOD_HUGGINGFACE_MODEL": "org/tiny-model, org/tiny-model:dev",
+        "RUNPOD_HUGGINGFACE_DATASET": "org/tiny-data:v1.0",
+    }
+    for example, code in README_EXAMPLES:
+        proc = subprocess.run(["sh", "-c", example], env=env, capture_output=True, text=True, cwd=tmp_path,
+                              timeout=300)
+        assert proc.returncode == code, (example, proc.stderr)
+        assert "Traceback" not in proc.stderr, example
+
+
+def test_readme_python_api_example_runs(hub, tmp_path):
+    """The README's `cache` API block, on a cache that holds org/tiny-model (main and dev)."""
+    from conftest import preloader_env, run_preloader
+
+    cache = tmp_path / "cache" / "hub"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, org/tiny-model:dev")
+    assert run_preloader(["run"], env).returncode == 0
+    text = (ROOT / "README.md").read_text()
+    block = text.split("The same as a Python API, returning dataclasses:\n\n```python\n", 1)[1].split("```")[0]
+    code = block.replace("/cache/hub", str(cache)).replace('"org/m"', '"org/tiny-model"')
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert [r.repo_id for r in namespace["info"].repos] == ["org/tiny-model"]
