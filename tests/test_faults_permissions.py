@@ -186,3 +186,29 @@ def test_a_cache_dir_that_is_a_file_or_a_dangling_link(volume, hub, kind, name):
     assert proc.returncode == 78, proc.stderr
     assert error_line(proc).startswith(f"preloader: error: {said}")
     assert tree(volume) == before and hub.count() == 0
+
+
+@pytest.mark.parametrize("where", ["read-only volume", "root-owned 0755", "root-owned 0700"])
+def test_doctor_says_why_a_cache_cannot_be_written(volume, hub, where):
+    """doctor runs every check and fails `writable` with the real reason: read-only only on a read-only mount."""
+    import json
+
+    env = env_for(hub, volume / "hub")
+    inject()
+    if where == "read-only volume":
+        subprocess.run(["mount", "-o", "remount,ro", str(volume)], check=True)
+        proc = run(["doctor", "--json"], env, expect=1)
+        reason = "the volume is mounted read-only; mount it read-write"
+    else:
+        if where.endswith("0700"):
+            os.chmod(volume / "hub", 0o700)
+        proc = as_nobody(["doctor", "--json"], env, 1)
+        reason = "permission denied for uid 65534"
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert len(checks) == 12 and checks["hub reachable"]["status"] == "ok"
+    writable = checks["writable"]
+    assert writable["status"] == "fail" and writable["detail"].startswith(f"cannot write in {volume / 'hub'}: ")
+    assert reason in writable["detail"] + "; " + writable["fix"]
+    if where != "read-only volume":
+        assert "read-only" not in json.dumps(checks)

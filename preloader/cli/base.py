@@ -78,10 +78,11 @@ def folder_problem(path: Path, what: str, source: str) -> None:
     """ConfigError (78) for a cache or state dir that is a file or a dangling symlink: every command would
     otherwise fail later in its own way (not found, read-only, nothing cached)."""
     setting = source if source not in ("default", "HF_HOME/hub") else "PRELOADER_CACHE_DIR"
-    if os.path.islink(path) and not path.exists():
+    # os.path answers False where it may not look (EACCES): that is for the command itself (or doctor) to tell.
+    if os.path.islink(path) and not os.path.exists(path):
         raise ConfigError(f"the {what} {path} is a dangling symlink (to {os.readlink(path)}): mount or create its "
                           f"target, or point {setting} at a folder")
-    if path.exists() and not path.is_dir():
+    if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"the {what} {path} is a file, not a folder: point {setting} at a folder, or move the "
                           "file away")
 
