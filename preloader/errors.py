@@ -173,7 +173,10 @@ def os_error(error: OSError, doing: str = "use") -> PreloaderError:
             return DiskError(f"cannot {doing} {path}: it is a dangling symlink (to {os.readlink(error.filename)}); "
                              "mount or create its target, or remove the link")
         return DiskError(f"cannot {doing} {path}: {reason}; check that its folder exists and is mounted")
-    return DiskError(f"cannot {doing} {path}: {reason} (I/O error); check the volume (`preloader doctor`, dmesg)")
+    if error.errno == errno.EIO:
+        return DiskError(f"cannot {doing} {path}: {reason}; the volume may be failing: check dmesg, then "
+                         "`preloader verify --repair`")
+    return DiskError(f"cannot {doing} {path}: {reason}")
 
 
 class OutputClosedError(PreloaderError):

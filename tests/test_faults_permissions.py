@@ -212,3 +212,14 @@ def test_doctor_says_why_a_cache_cannot_be_written(volume, hub, where):
     assert reason in writable["detail"] + "; " + writable["fix"]
     if where != "read-only volume":
         assert "read-only" not in json.dumps(checks)
+
+
+def test_an_archive_this_user_may_not_read(volume, hub):
+    archive = volume.parent / "model.tar"
+    os.chmod(archive, 0o600)
+    inject()
+    proc = as_nobody(["import", str(archive)], env_for(hub, volume.parent / "mine" / "hub"), 77)
+    assert proc.returncode == 77
+    assert error_line(proc) == (f"preloader: error: cannot read the archive {archive}: permission denied for uid "
+                                "65534; give this user access (chown or chmod the volume, or a shared group with "
+                                "umask 002) or run as its owner")

@@ -130,8 +130,10 @@ def import_file(layout: Layout, path: Path, **options) -> ImportReport:
     """`import_archive` from a file; NotFoundError (66) when it cannot be opened."""
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below, after the import
-    except OSError as error:
+    except FileNotFoundError as error:
         raise NotFoundError(f"cannot read the archive {path}: {error.strerror}") from None
+    except OSError as error:  # permission (77), a folder, an I/O error
+        raise os_error(error, "read the archive") from None
     with stream:
         return import_archive(layout, stream, **options)
 
