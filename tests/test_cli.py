@@ -217,3 +217,44 @@ def test_readme_python_api_example_runs(hub, tmp_path):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
     assert [r.repo_id for r in namespace["info"].repos] == ["org/tiny-model"]
+
+
+@pytest.mark.parametrize("number, code, said", [
+    ("EROFS", 77, "cannot write /v/x: the volume is mounted read-only; mount it read-write, or name it in "
+                  "PRELOADER_READ_CACHES to only read it"),
+    ("EACCES", 77, "cannot write /v/x: permission denied for uid {uid}; give this user access (chown or chmod the "
+                   "volume, or a shared group with umask 002) or run as its owner"),
+    ("EPERM", 77, "cannot write /v/x: permission denied for uid {uid}"),
+    ("ENOSPC", 74, "cannot write /v/x: No space left on device; free space (`preloader prune --max-size ...`) or "
+                   "use a bigger volume"),
+    ("EDQUOT", 74, "cannot write /v/x: Disk quota exceeded; free space"),
+    ("EIO", 74, "cannot write /v/x: Input/output error; the volume may be failing: check dmesg, then "
+                "`preloader verify --repair`"),
+    ("ENOTDIR", 74, "cannot write /v/x: a file stands where a folder should be (Not a directory)"),
+    ("ENOENT", 74, "cannot write /v/x: No such file or directory; check that its folder exists and is mounted"),
+    ("EISDIR", 74, "cannot write /v/x: Is a directory"),
+])
+def test_one_translation_of_os_errors(number, code, said):
+    """errors.os_error: the code and the one line for each errno; read-only only for EROFS."""
+    import errno
+    import os
+
+    from preloader.errors import os_error
+
+    value = getattr(errno, number)
+    problem = os_error(OSError(value, os.strerror(value), "/v/x"), "write")
+    assert problem.exit_code == code
+    assert str(problem).startswith(said.format(uid=os.geteuid()))
+    assert ("read-only" in str(problem)) == (number == "EROFS")
+
+
+def test_a_dangling_link_named_by_an_os_error_says_so(tmp_path):
+    import errno
+
+    from preloader.errors import os_error
+
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    problem = os_error(OSError(errno.ENOENT, "No such file or directory", str(tmp_path / "link")), "read")
+    assert (problem.exit_code, str(problem)) == (74, f"cannot read {tmp_path / 'link'}: it is a dangling symlink "
+                                                     f"(to {tmp_path / 'gone'}); mount or create its target, or "
+                                                     "remove the link")
