@@ -143,6 +143,9 @@ class PermissionDeniedError(AuthError):
     it is a grant (chown, chmod, a read-write mount, a token with access)."""
 
 
+OS_FAULTS = ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EIO")  # never a bug, named file or not
+
+
 def os_error(error: OSError, doing: str = "use") -> PreloaderError:
     """The PreloaderError for an OSError met while `doing` (a verb: "write", "read", "lock") its path: one line
     naming the path and what to do. Read-only is said only when the volume is (EROFS); a full volume or an I/O
@@ -150,7 +153,7 @@ def os_error(error: OSError, doing: str = "use") -> PreloaderError:
     import errno
     import os
 
-    path = error.filename if error.filename is not None else "the stream"
+    path = error.filename if error.filename is not None else "a file (the system did not say which)"
     if error.filename2 is not None:
         path = f"{path} -> {error.filename2}"
     reason = error.strerror or str(error)

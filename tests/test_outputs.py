@@ -98,6 +98,21 @@ def test_export_onto_a_full_disk_is_74_and_leaves_no_half_archive(volume, env, t
     assert tree(volume.parent) == before
 
 
+def test_import_onto_a_full_volume_is_74_and_publishes_nothing(volume, env, tmp_path):
+    archive = tmp_path / "big.tar"
+    assert preloader(["export", "--all", "-o", str(archive)], env).returncode == 0
+    with tmpfs(tmp_path / "small", "4m") as small:
+        proc = preloader(["import", str(archive)], env | {"PRELOADER_CACHE_DIR": str(small / "hub")})
+        assert proc.returncode == 74
+        [line] = lines(proc.stderr)
+        assert line.startswith(f"preloader: error: import into {small / 'hub'} failed: cannot write {small}/hub/.locks/"
+                               "preloader-import-")
+        assert line.endswith(": No space left on device; free space (`preloader prune --max-size ...`) or use a "
+                             "bigger volume; no unchecked byte was published; a snapshot not yet recorded stays "
+                             "incomplete")
+        assert [p for p in small.rglob("*") if p.is_file()] == []  # no blob, link, record or staged file
+
+
 @pytest.mark.parametrize("args", [["ls", "--json"], ["ls"], ["plan"], ["status", BIG, "--json"], ["--help"]])
 def test_a_closed_stdout_ends_quietly_with_141(volume, env, args):
     """`preloader ls --json | head -1` once head has gone: no traceback, no "Exception ignored" from Python."""

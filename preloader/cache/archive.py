@@ -175,6 +175,8 @@ def import_archive(layout: Layout, source: BinaryIO, *, locking: RepoLocks | Non
         manifest, present, _ = _read(layout, _decompressed(source), staging)
         return _publish(layout, manifest, present, staging, locking or RepoLocks.auto(layout), lock_timeout)
     except OSError as error:  # a full or read-only volume, one this user may not write, a broken pipe
+        if error.filename is None:  # a write into a staged blob says no name
+            error = OSError(error.errno, error.strerror, str(staging))
         problem = os_error(error, "write")
         raise type(problem)(f"import into {layout.cache_dir} failed: {problem}; no unchecked byte was published; "
                             "a snapshot not yet recorded stays incomplete") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -15,7 +16,7 @@ import click
 
 from .. import logs
 from ..config import Settings, debug_requested, secrets_in
-from ..errors import Aborted, ConfigError, OutputClosedError, PreloaderError, os_error
+from ..errors import OS_FAULTS, Aborted, ConfigError, OutputClosedError, PreloaderError, os_error
 from ..options import OPTIONS
 from ..spec import RepoSpec, parse_specs
 from ..units import parse_duration, parse_size
@@ -121,7 +122,7 @@ def reports_errors(command):
             silence_stdout()
             sys.exit(OutputClosedError.exit_code)
         except OSError as error:
-            if error.filename is None:
+            if error.filename is None and errno.errorcode.get(error.errno) not in OS_FAULTS:
                 bug(error, as_json)
             translated = os_error(error)
             report(translated, debug, as_json, translated.exit_code, cause=error)
