@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib.util
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from .cache.inventory import free_space
 from .config import Settings
+from .errors import os_error
 from .units import human_size
 
 GIB = 1024**3
@@ -28,7 +30,7 @@ class Check:
 
 def existing_parent(path: Path) -> Path:
     for candidate in (path, *path.parents):
-        if candidate.exists():
+        if os.path.exists(candidate):  # False, not PermissionError, where this user may not look
             return candidate
     return Path("/")
 
@@ -43,9 +45,8 @@ def check_writable(s: Settings) -> Check:
     try:
         with tempfile.NamedTemporaryFile(dir=target, prefix=".preloader-doctor-"):
             pass
-    except OSError as error:
-        return Check("writable", "fail", f"cannot write in {target}: {error.strerror}",
-                     "mount the cache volume read-write and give this user write access")
+    except OSError as error:  # the fix depends on why: a read-only mount, or a folder this user may not write
+        return _failed("writable", os_error(OSError(error.errno, error.strerror, str(target)), "write in"))
     where = "" if target == s.cache_dir else f" (will be created under {target})"
     return Check("writable", "ok", f"{s.cache_dir} is writable{where}")
 
@@ -118,6 +119,8 @@ def check_symlinks(s: Settings) -> Check:
         with tempfile.TemporaryDirectory(dir=target, prefix=".preloader-doctor-") as tmp:
             os.symlink("target", Path(tmp) / "link")
     except OSError as error:
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return _failed("symlinks", os_error(OSError(error.errno, error.strerror, str(target)), "try symlinks in"))
         return Check("symlinks", "fail", f"cannot create symlinks in {target}: {error.strerror}",
                      "use a filesystem with symlinks (not FAT/SMB without unix extensions)")
     return Check("symlinks", "ok", f"supported in {target}")
@@ -178,5 +181,22 @@ def check_gpu() -> Check:
 
 
 def run_checks(s: Settings) -> list[Check]:
-    return [check_location(s), check_writable(s), check_sharing(s), check_space(s), check_hub(s), check_token(s),
-            check_hf_offline(s), check_symlinks(s), check_flock(s), check_lock(s), check_store(s), check_gpu()]
+    """Every check; one that meets a path this user may not use fails with the reason, the others still run."""
+    checks = (("cache location", check_location), ("writable", check_writable), ("group sharing", check_sharing),
+              ("free space", check_space), ("hub reachable", check_hub), ("token", check_token),
+              ("HF_HUB_OFFLINE", check_hf_offline), ("symlinks", check_symlinks), ("flock", check_flock),
+              ("repo lock", check_lock), ("shared blob store", check_store), ("GPU", lambda _: check_gpu()))
+    return [_guarded(name, check, s) for name, check in checks]
+
+
+def _guarded(name: str, check, s: Settings) -> Check:
+    try:
+        return check(s)
+    except OSError as error:
+        return _failed(name, os_error(error, "read"))
+
+
+def _failed(name: str, problem: Exception) -> Check:
+    """A failed check from errors.os_error's line: what went wrong, then what to do."""
+    detail, _, fix = str(problem).partition("; ")
+    return Check(name, "fail", detail, fix)

@@ -36,7 +36,8 @@ class AuthError(PreloaderError):
     """401/403, a gated repo or a missing token (EX_NOPERM)."""
 
     exit_code = 77
-    summary = "auth: 401/403, gated repo, untrusted TLS certificate"
+    summary = ("auth: 401/403, gated repo, untrusted TLS certificate; permission denied on a file or folder, "
+               "a read-only volume")
 
 
 class TransientError(PreloaderError):
@@ -140,3 +141,56 @@ def listed(problems: list[str], first: int = 5) -> str:
     items must not make a line of megabytes)."""
     shown = "; ".join(problems[:first])
     return shown + (f"; ... and {len(problems) - first} more" if len(problems) > first else "")
+
+
+class PermissionDeniedError(AuthError):
+    """This user may not read or write a path, or its volume is mounted read-only (EACCES, EPERM, EROFS).
+
+    The same code as a refused token (EX_NOPERM): in both cases nothing is wrong with the data, and what fixes
+    it is a grant (chown, chmod, a read-write mount, a token with access)."""
+
+
+OS_FAULTS = ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EIO")  # never a bug, named file or not
+
+
+def os_error(error: OSError, doing: str = "use") -> PreloaderError:
+    """The PreloaderError for an OSError met while `doing` (a verb: "write", "read", "lock") its path: one line
+    naming the path and what to do. Read-only is said only when the volume is (EROFS); a full volume or an I/O
+    error is 74; a path that is a file where a folder should be, or a dangling link, says so."""
+    import errno
+    import os
+
+    path = error.filename if error.filename is not None else "a file (the system did not say which)"
+    if error.filename2 is not None:
+        path = f"{path} -> {error.filename2}"
+    reason = error.strerror or str(error)
+    if error.errno == errno.EROFS:
+        return PermissionDeniedError(f"cannot {doing} {path}: the volume is mounted read-only; mount it read-write, "
+                                     "or name it in PRELOADER_READ_CACHES to only read it")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        uid = os.geteuid() if hasattr(os, "geteuid") else "?"
+        return PermissionDeniedError(f"cannot {doing} {path}: permission denied for uid {uid}; give this user access "
+                                     "(chown or chmod the volume, or a shared group with umask 002) or run as its "
+                                     "owner")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskError(f"cannot {doing} {path}: {reason}; free space (`preloader prune --max-size ...`) or use a "
+                         "bigger volume")
+    if error.errno == errno.ENOTDIR:
+        return DiskError(f"cannot {doing} {path}: a file stands where a folder should be ({reason}); move it away or "
+                         "point the setting at a folder")
+    if error.errno == errno.ENOENT:
+        if error.filename is not None and os.path.islink(error.filename):
+            return DiskError(f"cannot {doing} {path}: it is a dangling symlink (to {os.readlink(error.filename)}); "
+                             "mount or create its target, or remove the link")
+        return DiskError(f"cannot {doing} {path}: {reason}; check that its folder exists and is mounted")
+    if error.errno == errno.EIO:
+        return DiskError(f"cannot {doing} {path}: {reason}; the volume may be failing: check dmesg, then "
+                         "`preloader verify --repair`")
+    return DiskError(f"cannot {doing} {path}: {reason}")
+
+
+class OutputClosedError(PreloaderError):
+    """The reader of our output went away before the end (`| head -c 1000`): not a bug, 128 + SIGPIPE."""
+
+    exit_code = 141
+    summary = "the reader of the output (a pipe) closed before the end: 128 + SIGPIPE, as a shell reports it"

@@ -119,7 +119,19 @@ def add_device(members):
     return members[:1] + [(info, b"")] + members[1:]
 
 
+def clash_names(members):
+    """The manifest names `README.md` a file and `README.md/inner` a file too: no import can publish both."""
+    info, data = members[0]
+    manifest = json.loads(data)
+    files = manifest["snapshots"][0]["files"]
+    files["README.md/inner"] = dict(files["README.md"])
+    data = json.dumps(manifest).encode()
+    info.size = len(data)
+    return [(info, data)] + members[1:]
+
+
 @pytest.mark.parametrize("change, message", [
+    (clash_names, "file 'README.md' is also a folder of 'README.md/inner'"),
     (flip_a_byte, "does not match its etag"),
     (add_dotdot, "is not a blob the manifest lists"),
     (add_symlink, "is a link"),

@@ -19,12 +19,12 @@ import os
 import shutil
 import tarfile
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ArchiveError, DiskError, NotFoundError, TransientError, UnavailableError
+from ..errors import ArchiveError, NotFoundError, TransientError, UnavailableError, os_error
 from ..spec import RepoSpec, etag_problem, is_commit, repo_id_problem, repo_path_problem, revision_problem
 from . import atomic, records
 from .hashing import blob_hasher
@@ -113,9 +113,16 @@ def export_to_file(layout: Layout, specs: Iterable[RepoSpec] | None, path: Path)
             os.fsync(out.fileno())
         os.replace(temp, path)
     except OSError as error:
-        raise DiskError(f"cannot write the archive {path}: {error.strerror}; nothing was left there") from None
+        if error.filename is None or str(error.filename) == str(temp):  # the archive itself
+            error = OSError(error.errno, error.strerror, str(path))
+            doing = "write the archive"
+        else:
+            doing = "read"
+        problem = os_error(error, doing)
+        raise type(problem)(f"{problem}; nothing was left at {path}") from None
     finally:
-        temp.unlink(missing_ok=True)
+        with suppress(OSError):  # a read-only volume answers EROFS even for a temp file never made
+            temp.unlink(missing_ok=True)
     return report
 
 
@@ -123,8 +130,10 @@ def import_file(layout: Layout, path: Path, **options) -> ImportReport:
     """`import_archive` from a file; NotFoundError (66) when it cannot be opened."""
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below, after the import
-    except OSError as error:
+    except FileNotFoundError as error:
         raise NotFoundError(f"cannot read the archive {path}: {error.strerror}") from None
+    except OSError as error:  # permission (77), a folder, an I/O error
+        raise os_error(error, "read the archive") from None
     with stream:
         return import_archive(layout, stream, **options)
 
@@ -165,9 +174,12 @@ def import_archive(layout: Layout, source: BinaryIO, *, locking: RepoLocks | Non
         atomic.make_dirs(staging)
         manifest, present, _ = _read(layout, _decompressed(source), staging)
         return _publish(layout, manifest, present, staging, locking or RepoLocks.auto(layout), lock_timeout)
-    except OSError as error:  # a full or read-only volume, a broken pipe
-        raise DiskError(f"import into {layout.cache_dir} failed: {error.strerror} ({error.filename or 'stream'}); "
-                        "no unchecked byte was published; a snapshot not yet recorded stays incomplete") from None
+    except OSError as error:  # a full or read-only volume, one this user may not write, a broken pipe
+        if error.filename is None:  # a write into a staged blob says no name
+            error = OSError(error.errno, error.strerror, str(staging))
+        problem = os_error(error, "write")
+        raise type(problem)(f"import into {layout.cache_dir} failed: {problem}; no unchecked byte was published; "
+                            "a snapshot not yet recorded stays incomplete") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -249,7 +261,22 @@ def _manifest_problems(manifest: object) -> list[str]:
         for path, info in files.items():
             if repo_path_problem(path) or not isinstance(info, dict) or blobs.get(info.get("etag")) != info.get("size"):
                 problems.append(f"{where} file {path!r}: unsafe path, or not among the blobs")
+        problems += [f"{where} file {path!r} is also a folder of {clash!r}" for path, clash in _clashes(files)]
     return problems
+
+
+def _clashes(files: dict) -> list[tuple[str, str]]:
+    """(file, a file under it) for every name that is both a file and a folder: `a` and `a/b` cannot both be
+    published, and finding out half-way through the links would leave a snapshot half made."""
+    names = set(files)
+    found = []
+    for name in sorted(names):
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in names:
+                found.append((parent, name))
+    return found
 
 
 def _blob_member(member: tarfile.TarInfo, blobs: dict[str, int], seen: set[str]) -> str:

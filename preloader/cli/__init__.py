@@ -14,7 +14,8 @@ import click
 
 from .. import __version__, logs
 from ..config import secrets_in
-from ..errors import exit_codes
+from ..errors import OutputClosedError, exit_codes
+from .base import error_json, json_errors, silence_stdout
 
 # command name -> module in this package and the command's name there
 COMMANDS = {
@@ -78,15 +79,45 @@ def _token_flag(argv: list[str]) -> str | None:
     return None
 
 
+def _log_format_flag(argv: list[str]) -> dict:
+    """--log-format as typed, before click parses anything: a usage error must honour it too."""
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg.startswith("--log-format="):
+            return {"log_format": arg.partition("=")[2]}
+        if arg == "--log-format" and index + 1 < len(argv):
+            return {"log_format": argv[index + 1]}
+    return {}
+
+
 def main() -> None:
     for secret in secrets_in(os.environ, {"token": _token_flag(sys.argv[1:])}):
         logs.add_secret(secret)
+    as_json = json_errors(_log_format_flag(sys.argv[1:]))
     try:
-        code = cli.main(prog_name="preloader", standalone_mode=False)
-    except click.ClickException as error:
-        error.show(file=_Redacting(sys.stderr))
-        sys.exit(error.exit_code)
-    except click.Abort:
-        click.echo("Aborted!", err=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        try:
+            code = cli.main(prog_name="preloader", standalone_mode=False)
+        except SystemExit as done:
+            code = done.code
+        except click.ClickException as error:
+            if as_json:
+                click.echo(error_json(error.format_message(), error.exit_code, usage=_usage(error)), err=True)
+            else:
+                error.show(file=_Redacting(sys.stderr))
+            code = error.exit_code
+        except click.Abort:
+            click.echo(error_json("aborted", 1) if as_json else "Aborted!", err=True)
+            code = 1
+        # Flushed here, not at interpreter exit, so that a reader that has gone is seen (below) and not
+        # reported by Python as "Exception ignored ... BrokenPipeError".
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        code = OutputClosedError.exit_code
+    sys.exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _usage(error: click.ClickException) -> str | None:
+    ctx = getattr(error, "ctx", None)
+    return ctx.get_usage() if ctx is not None else None

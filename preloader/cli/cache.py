@@ -3,14 +3,16 @@ call, output."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import click
 
-from .. import cache
+from .. import cache, logs
 from ..cache import archive
 from ..cache.locks import RepoLocks
+from ..errors import OutputClosedError, os_error
 from ..spec import parse_removals, parse_specs
 from ..units import human_size
 from . import render
@@ -20,13 +22,17 @@ from .base import (
     HUB_SETTINGS,
     SIZE,
     emit,
+    fail,
     json_option,
     load_settings,
     parse_spec_args,
     reports_errors,
     settings_options,
+    silence_stdout,
     spec_arguments,
 )
+
+logger = logging.getLogger("preloader.cli")
 
 LOCK_SETTINGS = ("lock", "lease_stale")
 REPO_SETTINGS = ("include", "exclude")  # the repos come from the env vars: --dataset means "the SPECs are datasets"
@@ -54,16 +60,15 @@ def ls_command(as_json, **flags):
 def status(specs, datasets_only, as_json, **flags):
     """Is each SPEC (user/name[:revision]) complete in the cache? Exit 0 only when all are.
 
-    With no SPEC, checks the repos RUNPOD_HUGGINGFACE_MODEL / _DATASET (or --model,
-    --dataset) name, with PRELOADER_INCLUDE / _EXCLUDE; exit 1 when none is named.
-    No network. For readiness probes: `preloader status && start`.
+    With no SPEC, checks the repos RUNPOD_HUGGINGFACE_MODEL / _DATASET name, with
+    PRELOADER_INCLUDE / _EXCLUDE (or --include / --exclude); exit 1 when none is
+    named. --dataset: the SPECs are datasets. No network. For readiness probes:
+    `preloader status && start`.
     """
     s = load_settings(flags)
     repos = parse_spec_args(specs, datasets_only) if specs else s.repos
     if not repos:
-        click.echo("preloader: error: no repos to check: give SPECs or set RUNPOD_HUGGINGFACE_MODEL / "
-                   "RUNPOD_HUGGINGFACE_DATASET", err=True)
-        sys.exit(1)
+        fail("no repos to check: give SPECs or set RUNPOD_HUGGINGFACE_MODEL / RUNPOD_HUGGINGFACE_DATASET", 1, flags)
     items = cache.status(s.layout, repos, include=s.include, exclude=s.exclude)
     emit(as_json, render.status_json(items), render.status_text(items))
     sys.exit(0 if all(i.complete for i in items) else 1)
@@ -181,11 +186,29 @@ def export_command(specs, datasets_only, everything, output, **flags):
     s = load_settings(flags)
     chosen = None if everything else parse_spec_args(specs, datasets_only)
     if output == "-":
-        report = archive.export(s.layout, chosen, sys.stdout.buffer)
+        report = export_to_stdout(s.layout, chosen)
     else:
         report = archive.export_to_file(s.layout, chosen, Path(output))
-    click.echo(f"exported {len(report.snapshots)} snapshot(s), {report.blobs} blobs, {human_size(report.bytes)}",
-               err=True)
+    logs.event(logger, "export.done", snapshots=len(report.snapshots), blobs=report.blobs, bytes=report.bytes,
+               size=human_size(report.bytes), output=output)
+
+
+def export_to_stdout(layout, chosen) -> archive.ExportReport:
+    """The archive onto stdout; a reader that goes away early (`| head -c 1000`) is exit 141 with one line, and a
+    full disk under a redirected stdout is 74: the archive on the other end is incomplete either way."""
+    out = sys.stdout.buffer
+    try:
+        report = archive.export(layout, chosen, out)
+        out.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        raise OutputClosedError("the reader of the archive on stdout went away before its end; what it got is "
+                                "incomplete (nothing in the cache changed)") from None
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise os_error(OSError(error.errno, error.strerror, "the archive on stdout"), "write") from None
+    return report
 
 
 @click.command(name="import")
@@ -197,7 +220,7 @@ def import_command(source, as_json, **flags):
     """Read an archive of `preloader export` into the cache, checking every file against its etag first.
 
     Blobs the cache already holds are skipped; a hostile or damaged archive is
-    refused (76) with nothing written. Restore = import of an --all export.
+    refused (76) with nothing written. Restore = import what `export --all` wrote.
     """
     s = load_settings(flags)
     options = {"locking": locking(s), "lock_timeout": s.lock_timeout}
