@@ -70,7 +70,7 @@ class Transfer:
         atomic.ensure_inside(self.blob, self.layout.cache_dir)
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
-                if not self.blob.exists() and dedup.adopt(self.layout, self.spec, self.file.etag,
+                if not self._blob_ready() and dedup.adopt(self.layout, self.spec, self.file.etag,
                                                           self.file.size, self.tiers) is None:
                     self._download_racing()
                 atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
@@ -81,6 +81,18 @@ class Transfer:
                 raise UnsafePathError(f"blob lock {self.lock_file} is a symlink; refusing to follow it") from None
             raise
         return self.source.fetched
+
+    def _blob_ready(self) -> bool:
+        """The blob is in place at its size; one of another size is damage (a truncated or extended file),
+        removed under its lock so it is fetched again instead of linked again on every start."""
+        try:
+            if os.stat(self.blob).st_size == self.file.size:
+                return True
+        except OSError:
+            return False
+        if not self.blob.is_symlink():
+            self.blob.unlink(missing_ok=True)
+        return False
 
     def _download_racing(self) -> None:
         """Download, where the partial file may go from under us: on a volume several nodes write whose
