@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,3 +83,181 @@ def test_a_damaged_blob_no_snapshot_links_yet_is_not_linked(hub, mirrors, cache)
     assert proc.returncode == 0, proc.stderr
     assert WEIGHTS in resolved(hub)
     assert snapshot_bytes_ok(cache, mirrors, MODEL)
+
+
+# 7: a command or a manifest path that cannot work is a setting to fix, before any work ----------------
+@pytest.mark.parametrize("args", [["run", "--"], ["run", "--", ""], ["run", "--", "", "x"], ["wait", "--"],
+                                  ["wait", "--", ""]])
+def test_an_empty_service_command_is_78_before_any_work(hub, cache, args):
+    inject()
+    proc = run(args, env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL), expect=78)
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr.splitlines() == ["preloader: error: the service command after -- is empty; give the program "
+                                        "to run, e.g. `preloader run -- python serve.py`"]
+    assert hub.count() == 0 and not cache.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "wait"])
+@pytest.mark.parametrize("where", ["directory", "under-a-file"])
+def test_a_manifest_path_that_cannot_be_a_file_is_78_before_any_work(hub, cache, tmp_path, command, where):
+    inject()
+    (tmp_path / "a-file").write_text("x")
+    manifest = tmp_path if where == "directory" else tmp_path / "a-file" / "sub" / "m.json"
+    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_MANIFEST=str(manifest))
+    proc = run([command, "--", "sh", "-c", "echo service-started"], env, expect=78)
+    assert proc.returncode == 78, proc.stderr
+    expected = (f"{tmp_path} is a directory; name a file in it, e.g. {tmp_path / 'manifest.json'}"
+                if where == "directory" else f"{manifest}: {tmp_path / 'a-file'} is not a directory; name a file "
+                                             "in a folder")
+    assert proc.stderr.splitlines() == [f"preloader: error: PRELOADER_MANIFEST (--manifest) {expected}"]
+    assert "service-started" not in proc.stdout and hub.count() == 0
+
+
+@pytest.fixture
+def public():
+    """A world-writable sticky folder as /tmp is, that an unprivileged user can reach; removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="preloader-test-", dir="/tmp"))
+    os.chmod(folder, 0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A real read-only bind mount of an empty folder; unmounted after the test."""
+    src, mount = tmp_path / "ro-src", tmp_path / "ro"
+    src.mkdir()
+    mount.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(mount)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], check=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_manifest_path_that_cannot_be_written_is_78_not_a_bug(tmp_path, read_only_dir):
+    """A folder on a read-only volume: found only when writing, after the preload, and still a setting."""
+    env = {**os.environ, "PRELOADER_CACHE_DIR": str(tmp_path / "cache"),
+           "PRELOADER_MANIFEST": str(read_only_dir / "m.json")}
+    inject()
+    proc = run(["wait", "--", "sh", "-c", "echo service-started"], env, expect=78)
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"preloader: error: PRELOADER_MANIFEST (--manifest) {read_only_dir / 'm.json'} cannot be written: "
+        "Read-only file system; choose a path this user may write")
+    assert "service-started" not in proc.stdout
+
+
+# 5: no shared predictable names ----------------------------------------------------------------------
+def nobody(script: str) -> None:
+    """Run a shell script as an unprivileged local user: the hostile neighbour."""
+    subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", script], check=True, capture_output=True)
+
+
+MANIFEST_READER = 'cat "$PRELOADER_MANIFEST" >/dev/null && stat -c "%a %U $PRELOADER_MANIFEST" "$PRELOADER_MANIFEST"'
+
+
+@pytest.mark.parametrize("planted", ["file", "symlink", "private-dir-taken"])
+def test_the_read_only_fallback_manifest_is_private_and_cannot_be_blocked(public, read_only_dir, planted):
+    """A read-only state dir sends the manifest elsewhere: not to a name in /tmp that another user could
+    pre-create (to block the start, or to read the repo list), but to a place of this user's, mode 0600."""
+    from preloader.config import Settings
+    from preloader.preloading.handoff import manifest_path
+
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env |= {"PRELOADER_CACHE_DIR": str(read_only_dir / "hub"), "TMPDIR": str(public)}
+    old = public / f"preloader-manifest-{manifest_path(Settings.load(env)).stem}.json"  # the name it had
+    inject()
+    if planted == "file":
+        nobody(f"echo planted > {old} && chmod 0644 {old}")
+    elif planted == "symlink":
+        nobody(f"echo secret > {public}/theirs && ln -s {public}/theirs {old}")
+    else:  # the per-user folder it would use, taken first by another user
+        nobody(f"mkdir -m 0777 {public}/preloader-{os.getuid()}")
+    proc = run(["wait", "--", "sh", "-c", MANIFEST_READER], env, expect=0)
+    assert proc.returncode == 0, proc.stderr
+    mode, owner, path = proc.stdout.split()
+    assert (mode, owner) == ("600", "root")
+    folder, written = Path(path).parent, Path(path)
+    assert '"repos": []' in written.read_text() and written != old
+    if planted == "private-dir-taken":  # not their folder: a name of its own (mkstemp), 0600
+        assert folder == public and list((public / f"preloader-{os.getuid()}").iterdir()) == []
+        assert written.name.startswith("preloader-manifest-") and written.name != old.name
+    else:
+        assert folder == public / f"preloader-{os.getuid()}" and not folder.is_symlink()
+        assert folder.stat().st_uid == os.getuid() and not folder.stat().st_mode & 0o077
+        ours = {p.name for p in public.iterdir()} - {"theirs", old.name}
+        assert ours == {folder.name}, ours  # nothing else of ours under a fixed name in the shared temp dir
+    if planted == "file":
+        assert old.read_text() == "planted\n"  # theirs, left alone
+    elif planted == "symlink":
+        assert (public / "theirs").read_text() == "secret\n"  # nothing written through their link
+
+
+def test_xdg_runtime_dir_is_used_when_it_is_private(tmp_path, read_only_dir, public):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "PRELOADER_CACHE_DIR": str(read_only_dir / "hub"), "XDG_RUNTIME_DIR": str(runtime),
+           "TMPDIR": str(public)}
+    proc = run(["wait", "--", "sh", "-c", MANIFEST_READER], env, expect=0)
+    assert proc.returncode == 0, proc.stderr
+    mode, _, path = proc.stdout.split()
+    assert mode == "600" and Path(path).parent == runtime
+    assert list(public.iterdir()) == []
+    # One that others may enter is not used.
+    os.chmod(runtime, 0o755)
+    proc = run(["wait", "--", "sh", "-c", MANIFEST_READER], env, expect=0)
+    assert proc.returncode == 0 and Path(proc.stdout.split()[2]).parent == public / f"preloader-{os.getuid()}"
+
+
+# 12: the parent's ignored signals stay ignored --------------------------------------------------------
+def sig_ignored(stdout: str) -> int:
+    return int(stdout.split()[1], 16)
+
+
+@pytest.mark.parametrize("command", ["run", "wait"])
+def test_signals_the_parent_ignored_stay_ignored_for_the_service(tmp_path, command):
+    """`nohup preloader run -- serve`: SIGHUP stays ignored for the service, as `exec` would leave it; a
+    parent that ignores nothing leaves the service nothing ignored (Python's own SIGPIPE/SIGXFSZ reset)."""
+    env = {**os.environ, "PRELOADER_CACHE_DIR": str(tmp_path / "hub")}
+    args = [command, "--", "sh", "-c", "grep SigIgn /proc/$$/status"]
+
+    def nohup():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+    ignored = sig_ignored(run(args, env, expect=0, preexec_fn=nohup).stdout)
+    assert ignored & (1 << (signal.SIGHUP - 1)) and ignored & (1 << (signal.SIGQUIT - 1))
+    assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGTERM - 1))
+    plain = sig_ignored(run(args, env, expect=0, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+                        .stdout)
+    assert not plain & (1 << (signal.SIGHUP - 1)) and not plain & (1 << (signal.SIGQUIT - 1))
+    assert not plain & (1 << (signal.SIGPIPE - 1)) and not plain & (1 << (signal.SIGXFSZ - 1))
+
+
+def test_a_hangup_the_parent_ignored_does_not_stop_the_preload(hub, mirrors, cache):
+    """Under nohup a SIGHUP arriving mid-download is ignored, not turned into exit 129."""
+    from localhub import Drip
+
+    rule = hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith(".safetensors"),
+                        Drip(4_000_000))
+    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG)
+    proc = subprocess.Popen([sys.executable, "-m", "preloader", "run", "--", "sh", "-c", "echo service-started"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    deadline = time.monotonic() + 30
+    while not sum(r.body_bytes for r in hub.requests(method="GET", path_contains="big-model/resolve")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    inject()
+    proc.send_signal(signal.SIGHUP)
+    hub.remove_rule(rule)
+    out, err = proc.communicate(timeout=120)
+    LEDGER["runs"] += 1
+    LEDGER["runs_survived"] += proc.returncode == 0 and "Traceback" not in err
+    assert proc.returncode == 0, err
+    assert out.strip() == "service-started"
+    assert snapshot_bytes_ok(cache, mirrors, BIG)
