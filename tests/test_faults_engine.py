@@ -261,3 +261,30 @@ def test_a_hangup_the_parent_ignored_does_not_stop_the_preload(hub, mirrors, cac
     assert proc.returncode == 0, err
     assert out.strip() == "service-started"
     assert snapshot_bytes_ok(cache, mirrors, BIG)
+
+
+# 9: a dataset asked for as a model (or the reverse) is told so ----------------------------------------
+@pytest.mark.parametrize("args, extra, line", [
+    (["run"], {"RUNPOD_HUGGINGFACE_MODEL": DATA},
+     f"{DATA} is a dataset, not a model: put it in RUNPOD_HUGGINGFACE_DATASET (or ask for hf://datasets/{DATA})"),
+    (["run"], {"RUNPOD_HUGGINGFACE_DATASET": MODEL},
+     f"{MODEL} is a model, not a dataset: put it in RUNPOD_HUGGINGFACE_MODEL (or ask for hf://{MODEL})"),
+    (["pull", DATA], {},
+     f"{DATA} is a dataset, not a model: put it in RUNPOD_HUGGINGFACE_DATASET (or ask for hf://datasets/{DATA})"),
+    (["pull", "--dataset", MODEL], {},
+     f"{MODEL} is a model, not a dataset: put it in RUNPOD_HUGGINGFACE_MODEL (or ask for hf://{MODEL})"),
+])
+def test_a_repo_of_the_other_type_is_named_as_such(hub, cache, args, extra, line):
+    proc = run(args, env_for(hub, cache, **extra), expect=66)
+    assert proc.returncode == 66, proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"preloader: error: {line}"
+    assert len(hub.requests(path_contains="/revision/")) == 2  # asked once, then once about the other type
+
+
+def test_a_repo_of_neither_type_keeps_the_plain_not_found(hub, cache):
+    proc = run(["run"], env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL="org/no-such-repo"), expect=66)
+    assert proc.returncode == 66, proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("preloader: error: model org/no-such-repo@main: repository or revision "
+                                            "not found or not visible; check the name and revision")
+    assert [r.path for r in hub.requests(path_contains="/revision/")] == [
+        "/api/models/org/no-such-repo/revision/main", "/api/datasets/org/no-such-repo/revision/main"]
