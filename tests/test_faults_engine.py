@@ -288,3 +288,46 @@ def test_a_repo_of_neither_type_keeps_the_plain_not_found(hub, cache):
                                             "not found or not visible; check the name and revision")
     assert [r.path for r in hub.requests(path_contains="/revision/")] == [
         "/api/models/org/no-such-repo/revision/main", "/api/datasets/org/no-such-repo/revision/main"]
+
+
+# 12: an interrupted run leaves no temp files ----------------------------------------------------------
+def temp_files(volume: Path) -> list[str]:
+    """What an interrupted run must not leave: partial blobs, our temp names, range maps, and `partial/`
+    markers of snapshots that have nothing on disk."""
+    found = [p for p in volume.rglob("*") if p.name.endswith(".incomplete") or ".preloader-tmp-" in p.name]
+    found += list((volume / "preloader" / "transfers").rglob("*.json"))
+    for marker in (volume / "preloader" / "partial").rglob("*"):
+        if marker.is_file() and not (volume / "hub" / marker.parent.name / "snapshots" / marker.name).exists():
+            found.append(marker)
+    return sorted(str(p.relative_to(volume)) for p in found)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "deadline"])
+def test_an_interrupted_run_leaves_no_temp_files(hub, mirrors, cache, how):
+    from localhub import Drip
+
+    hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith(".safetensors"),
+                 Drip(2_000_000))
+    extra = {"PRELOADER_TIMEOUT": "4s"} if how == "deadline" else {}
+    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_PARALLEL_THRESHOLD="1MiB",
+                  PRELOADER_CONNECTIONS="4", **extra)
+    proc = subprocess.Popen([sys.executable, "-m", "preloader", "run", "--", "sh", "-c", "echo service-started"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    transfers = cache.parent / "preloader" / "transfers"
+    deadline = time.monotonic() + 60
+    # Mid-download: range maps saved, bytes flowing on several connections.
+    while how != "deadline" and not (list(transfers.rglob("*.json")) and sum(
+            r.body_bytes for r in hub.requests(method="GET", path_contains="big-model/resolve")) > SIZE // 4):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    inject()
+    if how != "deadline":
+        proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=120)
+    expected = {"SIGTERM": 143, "SIGINT": 130, "deadline": 75}[how]
+    LEDGER["runs"] += 1
+    LEDGER["runs_survived"] += proc.returncode == expected and "Traceback" not in err
+    assert proc.returncode == expected, err
+    assert "service-started" not in out
+    assert temp_files(cache.parent) == []
+    assert records(cache) == []

@@ -59,6 +59,17 @@ class Hub:
     def _pool(self) -> Connections:  # API calls and transfers: kept alive from one request to the next
         return Connections(self.read_timeout)
 
+    @cached_property
+    def _stopper(self):
+        from .rangemap import Stopper
+
+        return Stopper()
+
+    def stop_writing(self) -> None:
+        """An interrupted run is leaving: download threads still running write nothing more to our state
+        (see rangemap.Stopper); the caller then removes what they left."""
+        self._stopper.stop()
+
     def _api(self, url: str) -> tuple[object, str | None]:
         """GET a hub API URL: its JSON, and the next page's URL (the `Link: <...>; rel="next"` header)."""
         headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {self.token}"} if self.token else {})
@@ -157,7 +168,8 @@ class Hub:
             source = RemoteSource(resolve_url(self.endpoint, spec, commit, file.path), self.token, self._pool,
                                   name=file.path, read_size=read_size, on_bytes=on_bytes)
             connections = self.connections if file.size >= self.parallel_threshold else 1
-            Transfer(self.layout, spec, commit, file, source, connections, self.tiers).run(self.lock_timeout)
+            Transfer(self.layout, spec, commit, file, source, connections, self.tiers,
+                     self._stopper).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error
 

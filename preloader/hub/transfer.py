@@ -25,7 +25,7 @@ from ..spec import RepoSpec
 from .chunks import ParallelDownload
 from .hashing import Hasher
 from .listing import RemoteFile
-from .rangemap import RangeMap
+from .rangemap import RangeMap, Stopper
 from .source import RemoteSource
 
 MIB = 1024 * 1024
@@ -51,7 +51,7 @@ class Transfer:
     """Download one RemoteFile of a commit into the cache: take its lock, fetch, check, publish, link."""
 
     def __init__(self, layout: Layout, spec: RepoSpec, commit: str, file: RemoteFile, source: RemoteSource,
-                 connections: int, tiers: tuple[Layout, ...] = ()) -> None:
+                 connections: int, tiers: tuple[Layout, ...] = (), stopper: Stopper | None = None) -> None:
         self.layout, self.spec, self.file, self.source, self.tiers = layout, spec, file, source, tiers
         self.connections = max(1, connections)
         self.blob = layout.blob(spec, file.etag)
@@ -59,7 +59,7 @@ class Transfer:
         self.link = layout.snapshot_dir(spec, commit) / file.path
         self.lock_file = layout.blob_lock(spec, file.etag)
         chunk = chunk_size_for(file.size, self.connections)
-        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk)
+        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk, stopper)
 
     def run(self, lock_timeout: float) -> int:
         """Fetch, check and publish the file; return the bytes fetched over the network."""
@@ -113,7 +113,10 @@ class Transfer:
         if not self.ranges.load(self.partial):
             self.discard()
         atomic.make_dirs(self.partial.parent)
-        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
+        with self.ranges.stopper.writing() as allowed:
+            if not allowed:  # the run is being interrupted: create nothing its clean-up would miss
+                raise TransientError(f"{self.file.path}: the fetch was stopped")
+            fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             os.ftruncate(fd, self.file.size)
             if self.file.size == 0 or (self.connections == 1 and not self.ranges.done):

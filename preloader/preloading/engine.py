@@ -226,7 +226,12 @@ class Preloader:
         except TransientError:
             raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
-            remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
+            # A signal, the deadline, a full disk: leave nothing half-done. Threads still in a read are not
+            # waited for, but write nothing more once stopped.
+            self.hub.stop_writing()
+            remove_partials(self.layout, spec)
+            if not self.layout.snapshot_dir(spec, commit).exists():
+                records.clear_started(self.layout, spec, commit)  # nothing of it on disk: nothing to mark
             raise
         still = p.missing(self.layout)
         if still:  # changed under us after a checked download: another writer, or a failing volume
