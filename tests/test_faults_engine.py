@@ -70,6 +70,19 @@ def test_a_damaged_blob_is_fetched_again_and_only_it(hub, mirrors, cache, how, c
     assert leftovers(cache.parent) == []
 
 
+def test_a_damaged_blob_heals_through_huggingface_hub_too(hub, mirrors, cache):
+    """PRELOADER_TRANSFER=hub: huggingface_hub returns a snapshot file that exists without checking it, so the
+    damaged one must be gone before it is asked."""
+    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_TRANSFER="hub")
+    assert run(["run"], env, expect=0).returncode == 0
+    damage((snapshot(cache, mirrors) / WEIGHTS).resolve(), "truncated")
+    hub.reset()
+    proc = run(["run", "--", "true"], env, expect=0)
+    assert proc.returncode == 0, proc.stderr
+    assert resolved(hub) == [WEIGHTS]
+    assert snapshot_bytes_ok(cache, mirrors, MODEL)
+
+
 def test_a_damaged_blob_no_snapshot_links_yet_is_not_linked(hub, mirrors, cache):
     """A blob of the wrong size already in `blobs/` (a cut-short copy under the final name) is replaced,
     not linked into the new snapshot."""
