@@ -18,7 +18,18 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from faultsuite import (  # noqa: F401 (account: the suite's autouse fixture)
-    BIG, DATA, LEDGER, MODEL, SIZE, account, env_for, inject, leftovers, records, run, snapshot_bytes_ok,
+    BIG,
+    DATA,
+    LEDGER,
+    MODEL,
+    SIZE,
+    account,
+    env_for,
+    inject,
+    leftovers,
+    records,
+    run,
+    snapshot_bytes_ok,
 )
 
 pytestmark = pytest.mark.faults

@@ -228,7 +228,8 @@ class Preloader:
         except BaseException:
             # A signal, the deadline, a full disk: leave nothing half-done. Threads still in a read are not
             # waited for, but write nothing more once stopped.
-            self.hub.stop_writing()
+            if self._hub is not None:
+                self._hub.stop_writing()
             remove_partials(self.layout, spec)
             if not self.layout.snapshot_dir(spec, commit).exists():
                 records.clear_started(self.layout, spec, commit)  # nothing of it on disk: nothing to mark
