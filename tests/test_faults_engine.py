@@ -48,7 +48,13 @@ def resolved(hub) -> list[str]:
 
 def damage(blob: Path, how: str) -> None:
     inject()
-    if how == "truncated":
+    if how == "a-folder-in-its-place":  # the snapshot's entry, not the blob
+        link = next(p for p in blob.parents[1].glob("snapshots/*/" + WEIGHTS))
+        link.unlink()
+        (link / "stray").mkdir(parents=True)
+        (link / "stray" / "x").write_text("x")
+        (link / "out").symlink_to(blob.parents[3])  # a link inside is removed, not followed
+    elif how == "truncated":
         os.truncate(blob, blob.stat().st_size // 2)
     elif how == "extended":
         with open(blob, "ab") as file:
@@ -63,7 +69,7 @@ def damage(blob: Path, how: str) -> None:
 
 
 # 3: a damaged cache heals on start -----------------------------------------------------------------
-@pytest.mark.parametrize("how", ["truncated", "extended", "wrong-bytes-no-record"])
+@pytest.mark.parametrize("how", ["truncated", "extended", "wrong-bytes-no-record", "a-folder-in-its-place"])
 @pytest.mark.parametrize("command", [["run", "--", "true"], ["pull", MODEL]])
 def test_a_damaged_blob_is_fetched_again_and_only_it(hub, mirrors, cache, how, command):
     env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
@@ -72,7 +78,8 @@ def test_a_damaged_blob_is_fetched_again_and_only_it(hub, mirrors, cache, how, c
     hub.reset()
     proc = run(command, env, expect=0)
     assert proc.returncode == 0, proc.stderr
-    assert resolved(hub) == [WEIGHTS]  # only the damaged file is sent again
+    # Only the damaged file is sent again; a folder in the link's place is removed, and the intact blob linked.
+    assert resolved(hub) == ([] if how == "a-folder-in-its-place" else [WEIGHTS])
     assert snapshot_bytes_ok(cache, mirrors, MODEL)
     assert f"preloader: warning: heal repo={MODEL}" in proc.stderr and f"damaged={WEIGHTS}" in proc.stderr
     hub.reset()

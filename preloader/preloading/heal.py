@@ -4,7 +4,7 @@ A blob truncated or extended (a full disk, a crash of another writer, a hand edi
 as a missing one is; otherwise every restart relinks the damaged blob, fails the same check, and the
 container crash-loops. What is checked:
 
-- every wanted file's size, on every fetch (a `stat`, as `records.check` does);
+- every wanted file's size, on every fetch (a `stat`, as `records.check` does), and a folder in a file's place;
 - the content of a file present but not covered by the completion record (a download cut short, a cache
   huggingface_hub wrote, a record removed): it is hashed against its etag once, before it is recorded.
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
-from ..cache import records
+from ..cache import atomic, records
 from ..cache.hashing import matches
 from ..cache.layout import Layout
 from ..logs import event
@@ -36,15 +37,11 @@ def remove_damaged(layout: Layout, spec: RepoSpec, commit: str, files: dict, wan
     for path, size in wanted.items():
         file = files[path]
         entry = snapshot / path
-        found = _size(entry)
         recorded = record is not None and record.complete.get(path) == size
-        if found is not None and not (entry.is_dir() and not entry.is_symlink()) and not (
-                found == size and (recorded or matches(entry, file.etag) is not False)):
+        if _damaged(entry, file.etag, size, recorded):
+            atomic.ensure_inside(entry, layout.cache_dir)  # never a delete through a link leading out
             damaged.append(path)
-            target = entry.resolve() if entry.is_symlink() else None
-            entry.unlink(missing_ok=True)
-            if target is not None:
-                _unlink_inside(target, blobs)
+            _remove(entry, blobs)
         blob = layout.blob(spec, file.etag)
         if _size(blob) not in (None, size):  # a damaged blob no snapshot links yet: it would be linked again
             _unlink_inside(blob, blobs)
@@ -52,6 +49,28 @@ def remove_damaged(layout: Layout, spec: RepoSpec, commit: str, files: dict, wan
         event(logger, "heal", logging.WARNING, repo=spec.repo_id, rev=spec.revision, commit=commit,
               files=len(damaged), damaged=",".join(damaged[:5]))
     return damaged
+
+
+def _damaged(entry: Path, etag: str, size: int, recorded: bool) -> bool:
+    """Present but not the listed file: another size, a folder in its place, or (not recorded) other bytes."""
+    if entry.is_dir() and not entry.is_symlink():
+        return True  # the commit has a file there: nothing it needs can be inside
+    found = _size(entry)
+    if found is None:
+        return False  # missing (or a dangling link): fetched as any missing file is
+    if found != size or not os.path.isfile(entry):
+        return True
+    return not recorded and matches(entry, etag) is False
+
+
+def _remove(entry: Path, blobs: Path | None) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)  # links inside are removed, not followed
+        return
+    target = entry.resolve() if entry.is_symlink() else None
+    entry.unlink(missing_ok=True)
+    if target is not None:
+        _unlink_inside(target, blobs)
 
 
 def _size(path: Path) -> int | None:
