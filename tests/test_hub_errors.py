@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from preloader.errors import AuthError, DiskError, NotFoundError, PreloaderError
+from preloader.errors import AuthError, DiskError, HubDataError, NotFoundError
 from preloader.hub.connections import NetworkError, StatusError
 from preloader.hub.errors import HubUnreachable, translate
 from preloader.spec import RepoSpec
@@ -35,7 +35,9 @@ def status(code: int, **headers) -> StatusError:
      "model org/m@main: cannot reach the hub (cannot reach hub:443: refused)"),
     (OSError(errno.ENOSPC, "No space left on device", "/v/blob"), False, DiskError, 74,
      "model org/m@main: No space left on device while writing the cache (/v/blob)"),
-    (status(418), False, PreloaderError, 70, "model org/m@main: unexpected answer from the hub: 418 for /api/models/org/m/revision/main"),
+    (status(418), False, HubDataError, 76,
+     "model org/m@main: unexpected answer from the hub, nothing written: 418 for /api/models/org/m/revision/main"),
+    (status(522), False, HubUnreachable, 75, "model org/m@main: the hub answered 522"),
 ])
 def test_translate(error, token_set, kind, code, message):
     got = translate(error, SPEC, token_set)

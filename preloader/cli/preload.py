@@ -19,6 +19,11 @@ COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
 NO_INTERSPERSED = {"allow_interspersed_args": False}
 
 
+def given(command: tuple[str, ...]) -> list[str]:
+    """COMMAND; `run --` with nothing after the `--` is an empty command (78), not the no-command mode."""
+    return list(command) or ([""] if sys.argv[-1:] == ["--"] else [])
+
+
 @click.command(context_settings=NO_INTERSPERSED)
 @settings_options
 @COMMAND
@@ -33,7 +38,7 @@ def run(command, **flags):
 
         preloader run --model org/model:main -- python serve.py --port 8000
     """
-    entrypoint.run(load_settings(flags), list(command), os.environ, progress=sys.stderr.isatty())
+    entrypoint.run(load_settings(flags), given(command), os.environ, progress=sys.stderr.isatty())
 
 
 @click.command(context_settings=NO_INTERSPERSED)
@@ -56,7 +61,7 @@ def wait(command, **flags):
     For services that share the volume with a preloader but do not download.
     No network. Exit 75 when --timeout passes first.
     """
-    entrypoint.wait(load_settings(flags), list(command), os.environ)
+    entrypoint.wait(load_settings(flags), given(command), os.environ)
 
 
 PULL_SETTINGS = tuple(o.name for o in OPTIONS if o.name not in ("models", "datasets", "warm", "warm_lock", "dtype",

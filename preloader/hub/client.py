@@ -24,7 +24,7 @@ from ..config import Settings, TransferKind
 from ..errors import HubDataError
 from ..spec import RepoSpec, is_commit
 from .connections import Connections
-from .errors import translate
+from .errors import repo_not_found, translate, wrong_type
 from .listing import RemoteFile, check_listing, listed_file, resolve_url
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,17 @@ class Hub:
     def _pool(self) -> Connections:  # API calls and transfers: kept alive from one request to the next
         return Connections(self.read_timeout)
 
+    @cached_property
+    def _stopper(self):
+        from .rangemap import Stopper
+
+        return Stopper()
+
+    def stop_writing(self) -> None:
+        """An interrupted run is leaving: download threads still running write nothing more to our state
+        (see rangemap.Stopper); the caller then removes what they left."""
+        self._stopper.stop()
+
     def _api(self, url: str) -> tuple[object, str | None]:
         """GET a hub API URL: its JSON, and the next page's URL (the `Link: <...>; rel="next"` header)."""
         headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {self.token}"} if self.token else {})
@@ -75,6 +86,7 @@ class Hub:
     def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, RemoteFile]]:
         """The commit a revision points at now, and that commit's files (size, etag, Xet or not)."""
         api = f"{self.endpoint}/api/{spec.repo_type}s/{spec.repo_id}"
+        info = None
         try:
             info, _ = self._api(f"{api}/revision/{quote(spec.revision, safe='')}")
             commit = info.get("sha") if isinstance(info, dict) else None
@@ -82,9 +94,20 @@ class Hub:
                 check_listing(spec, str(commit), {})  # raises, before the id goes into a URL
             files = self._list(spec, f"{api}/tree/{commit}?recursive=true")
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
+            if info is None and repo_not_found(error) and self._exists_as_other_type(spec):
+                raise wrong_type(spec) from error
             raise translate(error, spec, bool(self.token)) from error
         check_listing(spec, commit, files)
         return commit, files
+
+    def _exists_as_other_type(self, spec: RepoSpec) -> bool:
+        """One question to the hub after a "repo not found": is there a repo of the other type by that id?"""
+        other = "datasets" if spec.repo_type == "model" else "models"
+        try:
+            info, _ = self._api(f"{self.endpoint}/api/{other}/{spec.repo_id}/revision/{quote(spec.revision, safe='')}")
+        except Exception:  # noqa: BLE001 - no answer is no hint: the original error stands
+            return False
+        return isinstance(info, dict) and isinstance(info.get("sha"), str) and is_commit(info["sha"])
 
     def _list(self, spec: RepoSpec, url: str | None) -> dict[str, RemoteFile]:
         files: dict[str, RemoteFile] = {}
@@ -145,7 +168,8 @@ class Hub:
             source = RemoteSource(resolve_url(self.endpoint, spec, commit, file.path), self.token, self._pool,
                                   name=file.path, read_size=read_size, on_bytes=on_bytes)
             connections = self.connections if file.size >= self.parallel_threshold else 1
-            Transfer(self.layout, spec, commit, file, source, connections, self.tiers).run(self.lock_timeout)
+            Transfer(self.layout, spec, commit, file, source, connections, self.tiers,
+                     self._stopper).run(self.lock_timeout)
         except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
             raise translate(error, spec, bool(self.token), file.path) from error
 

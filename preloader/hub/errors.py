@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import sys
 
-from ..errors import AuthError, DiskError, NotFoundError, PreloaderError, TransientError
+from ..errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
 from ..preloading.retry import parse_retry_after
 from ..spec import RepoSpec
 from .connections import NetworkError, StatusError
@@ -73,6 +73,22 @@ def _by_status(cause: BaseException, where: str, token_set: bool) -> PreloaderEr
     return None
 
 
+def repo_not_found(error: BaseException) -> bool:
+    """The hub said the repo itself does not exist (not a revision or a file): the case where the other repo
+    type may hold it."""
+    kind = _hub_error_kind(error)
+    return kind == "RepoNotFound" or (kind is None and _status(error) == 404)
+
+
+def wrong_type(spec: RepoSpec) -> NotFoundError:
+    """A repo asked for as a model that the hub has as a dataset, or the reverse (exit 66)."""
+    if spec.repo_type == "model":
+        return NotFoundError(f"{spec.repo_id} is a dataset, not a model: put it in RUNPOD_HUGGINGFACE_DATASET "
+                             f"(or ask for hf://datasets/{spec.repo_id})")
+    return NotFoundError(f"{spec.repo_id} is a model, not a dataset: put it in RUNPOD_HUGGINGFACE_MODEL "
+                         f"(or ask for hf://{spec.repo_id})")
+
+
 def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str | None = None) -> PreloaderError:
     """Turn a hub / HTTP / OS error into ours, with the exit code and a message naming the repo.
 
@@ -93,7 +109,11 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
         return DiskError(f"{where}: {cause.strerror} while writing the cache ({cause.filename or 'cache'})")
     if (hf and isinstance(cause, hf.HfHubHTTPError)) or isinstance(cause, StatusError):
-        return PreloaderError(f"{where}: unexpected answer from the hub: {cause}")
+        if (_status(cause) or 0) >= 500:  # a gateway's or CDN's own 5xx (520-524...): the hub is not there now
+            return HubUnreachable(f"{where}: the hub answered {_status(cause)}",
+                                  parse_retry_after(_retry_after(cause)))
+        # Not a bug of ours: an answer we do not act on, said as such (76), not shown as a traceback (70).
+        return HubDataError(f"{where}: unexpected answer from the hub, nothing written: {cause}")
     if isinstance(cause, PreloaderError):
         return cause
     if isinstance(cause, OSError):

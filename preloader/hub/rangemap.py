@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -12,6 +13,26 @@ from ..cache import atomic
 SAVE_EVERY = 0.05  # seconds between saves: a kill -9 loses at most this much progress
 
 
+class Stopper:
+    """Stops a fetch's writes to our state for good: once `stop()` returns, no range map is saved or created
+    by a download thread still running (it may be blocked in a read, and is not waited for), so what the
+    clean-up of an interrupted run removes stays removed, and no temp name is left half-written."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Hold off `stop()` while writing; yields False (write nothing) once stopped."""
+        with self._lock:
+            yield not self.stopped
+
+    def stop(self) -> None:
+        with self._lock:  # waits for a write in progress to finish
+            self.stopped = True
+
+
 class RangeMap:
     """Whole chunks (`done`) and bytes into others (`partial`) of one blob being downloaded.
 
@@ -20,8 +41,9 @@ class RangeMap:
     does; after a power cut the hash check before publication catches a map ahead of the data.
     """
 
-    def __init__(self, path: Path, etag: str, size: int, chunk: int) -> None:
+    def __init__(self, path: Path, etag: str, size: int, chunk: int, stopper: Stopper | None = None) -> None:
         self.path, self.etag, self.size, self.chunk = path, etag, size, chunk
+        self.stopper = stopper or Stopper()
         self.count = max(1, -(-size // chunk))
         self.done: set[int] = set()
         self.partial: dict[int, int] = {}
@@ -66,10 +88,12 @@ class RangeMap:
             self._save_lock.release()
 
     def _write(self) -> None:
-        atomic.write_json(self.path, durable=False, data={
-            "etag": self.etag, "size": self.size, "chunk": self.chunk, "done": sorted(self.done),
-            "partial": {str(k): v for k, v in dict(self.partial).items() if v and k not in self.done},
-        })
+        with self.stopper.writing() as allowed:
+            if allowed:
+                atomic.write_json(self.path, durable=False, data={
+                    "etag": self.etag, "size": self.size, "chunk": self.chunk, "done": sorted(self.done),
+                    "partial": {str(k): v for k, v in dict(self.partial).items() if v and k not in self.done},
+                })
         self._saved_at = time.monotonic()
 
     def discard(self) -> None:

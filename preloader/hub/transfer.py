@@ -25,7 +25,7 @@ from ..spec import RepoSpec
 from .chunks import ParallelDownload
 from .hashing import Hasher
 from .listing import RemoteFile
-from .rangemap import RangeMap
+from .rangemap import RangeMap, Stopper
 from .source import RemoteSource
 
 MIB = 1024 * 1024
@@ -51,7 +51,7 @@ class Transfer:
     """Download one RemoteFile of a commit into the cache: take its lock, fetch, check, publish, link."""
 
     def __init__(self, layout: Layout, spec: RepoSpec, commit: str, file: RemoteFile, source: RemoteSource,
-                 connections: int, tiers: tuple[Layout, ...] = ()) -> None:
+                 connections: int, tiers: tuple[Layout, ...] = (), stopper: Stopper | None = None) -> None:
         self.layout, self.spec, self.file, self.source, self.tiers = layout, spec, file, source, tiers
         self.connections = max(1, connections)
         self.blob = layout.blob(spec, file.etag)
@@ -59,7 +59,7 @@ class Transfer:
         self.link = layout.snapshot_dir(spec, commit) / file.path
         self.lock_file = layout.blob_lock(spec, file.etag)
         chunk = chunk_size_for(file.size, self.connections)
-        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk)
+        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk, stopper)
 
     def run(self, lock_timeout: float) -> int:
         """Fetch, check and publish the file; return the bytes fetched over the network."""
@@ -70,7 +70,7 @@ class Transfer:
         atomic.ensure_inside(self.blob, self.layout.cache_dir)
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
-                if not self.blob.exists() and dedup.adopt(self.layout, self.spec, self.file.etag,
+                if not self._blob_ready() and dedup.adopt(self.layout, self.spec, self.file.etag,
                                                           self.file.size, self.tiers) is None:
                     self._download_racing()
                 atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
@@ -81,6 +81,18 @@ class Transfer:
                 raise UnsafePathError(f"blob lock {self.lock_file} is a symlink; refusing to follow it") from None
             raise
         return self.source.fetched
+
+    def _blob_ready(self) -> bool:
+        """The blob is in place at its size; one of another size is damage (a truncated or extended file),
+        removed under its lock so it is fetched again instead of linked again on every start."""
+        try:
+            if os.stat(self.blob).st_size == self.file.size:
+                return True
+        except OSError:
+            return False
+        if not self.blob.is_symlink():
+            self.blob.unlink(missing_ok=True)
+        return False
 
     def _download_racing(self) -> None:
         """Download, where the partial file may go from under us: on a volume several nodes write whose
@@ -101,7 +113,10 @@ class Transfer:
         if not self.ranges.load(self.partial):
             self.discard()
         atomic.make_dirs(self.partial.parent)
-        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
+        with self.ranges.stopper.writing() as allowed:
+            if not allowed:  # the run is being interrupted: create nothing its clean-up would miss
+                raise TransientError(f"{self.file.path}: the fetch was stopped")
+            fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             os.ftruncate(fd, self.file.size)
             if self.file.size == 0 or (self.connections == 1 and not self.ranges.done):

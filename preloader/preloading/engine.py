@@ -21,6 +21,7 @@ from ..errors import ConfigError, DiskError, NotFoundError, TransientError
 from ..logs import Clock, event
 from ..spec import RepoSpec
 from .deadline import Deadline
+from .heal import remove_damaged
 from .results import PreloadResult
 from .tiers import Tiers
 
@@ -179,7 +180,7 @@ class Preloader:
         for p in pending:
             for f in p.missing(self.layout):
                 blob = self.layout.blob(p.spec, f.etag)
-                if not blob.exists():
+                if not blob.exists() or blob.stat().st_size != f.size:  # a damaged blob is fetched again
                     needed[str(blob)] = f.size
         total = sum(needed.values())
         from ..cache.inventory import free_space  # downloading from here on
@@ -205,6 +206,7 @@ class Preloader:
         from .retry import retrying
 
         spec, commit = p.spec, p.commit
+        remove_damaged(self.layout, spec, commit, p.files, p.wanted)
         todo = p.missing(self.layout)
         total = sum(f.size for f in todo)
         progress.begin_repo(spec.repo_id, total)
@@ -224,12 +226,19 @@ class Preloader:
         except TransientError:
             raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
-            remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
+            # A signal, the deadline, a full disk: leave nothing half-done. Threads still in a read are not
+            # waited for, but write nothing more once stopped.
+            if self._hub is not None:
+                self._hub.stop_writing()
+            remove_partials(self.layout, spec)
+            if not self.layout.snapshot_dir(spec, commit).exists():
+                records.clear_started(self.layout, spec, commit)  # nothing of it on disk: nothing to mark
             raise
         still = p.missing(self.layout)
-        if still:
-            raise DiskError(f"{spec}: files missing or of the wrong size after download: "
-                            + ", ".join(f.path for f in still[:5]))
+        if still:  # changed under us after a checked download: another writer, or a failing volume
+            raise TransientError(f"{spec}: files missing or of the wrong size right after their download: "
+                                 + ", ".join(f.path for f in still[:5])
+                                 + "; check the volume with `preloader verify --repair`, then start again")
         record = records.read(self.layout, spec, commit) or Record(commit, {})
         record.listing = {path: f.size for path, f in p.files.items()}
         record.complete.update(p.wanted)

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], *, progress: bool = False) -> None:
     """Preload, warm as asked, then exec `command` (same PID) or, with none, return (or hold locked pages)."""
+    check_hand_over(settings, command)
     warming = settings.warm.kind != "none"  # the warm modules are not imported on a plain start (a hot path)
     if settings.warm.kind == "gpu":  # fail before downloading anything, not after
         from ..warm.gpu import require_device
@@ -56,6 +57,7 @@ def pull(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
 
 def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str]) -> None:
     """Wait (no network) until every snapshot is complete, then exec `command` or return."""
+    check_hand_over(settings, command)
     signals.install()
     results = wait_ready(settings, timeout=settings.timeout)
     signals.uninstall()
@@ -63,9 +65,17 @@ def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str])
         hand_over(settings, results, command, environ)
 
 
+def check_hand_over(settings: Settings, command: Sequence[str]) -> None:
+    """What would make the hand-off fail after the whole preload: said at once, before any work (78)."""
+    signals.remember()  # the parent's dispositions, before any handler of ours
+    if command:
+        handoff.check_command(command)
+        handoff.check_manifest(settings)
+
+
 def hand_over(settings: Settings, results: list[PreloadResult], command: Sequence[str],
               environ: Mapping[str, str]) -> None:
-    manifest = handoff.write_manifest(settings, results)
+    manifest = handoff.write_manifest(settings, results, environ)
     handoff.exec_service(command, handoff.service_env(environ, settings, results, manifest))
 
 

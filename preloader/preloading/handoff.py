@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import stat
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,13 +16,12 @@ from pathlib import Path
 from .. import logs
 from ..cache import atomic
 from ..config import Settings
-from ..errors import ServiceError
+from ..errors import ConfigError, DiskError, ServiceError
+from . import signals
 from .engine import PreloadResult
 
 # Where a token may hide in an inherited environment; none of them reaches the service unless asked.
 TOKEN_VARS = ("RUNPOD_HUGGINGFACE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-# Python ignores SIGPIPE and some runtimes SIGXFSZ; ignored dispositions survive exec.
-RESET_SIGNALS = ("SIGPIPE", "SIGXFSZ", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
 
 
 def manifest(settings: Settings, results: Sequence[PreloadResult]) -> dict:
@@ -52,21 +51,94 @@ def manifest_path(settings: Settings) -> Path:
     return settings.layout.manifest_file(f"{zlib.crc32(plan.encode()):08x}")  # hashlib's import costs a start
 
 
-def write_manifest(settings: Settings, results: Sequence[PreloadResult]) -> Path:
-    """Write the manifest atomically; return its path. A read-only state dir gets it in the temp dir
-    instead (a read-only volume shared by readers), under the same per-plan name."""
+def check_command(argv: Sequence[str]) -> None:
+    """A command exec cannot even try: 78 before any work, not a bug after the preload."""
+    if argv and not argv[0]:
+        raise ConfigError("the service command after -- is empty; give the program to run, "
+                          "e.g. `preloader run -- python serve.py`")
+    if any("\0" in arg for arg in argv):
+        raise ConfigError("the service command after -- holds a NUL character; exec cannot pass it")
+
+
+def check_manifest(settings: Settings) -> None:
+    """PRELOADER_MANIFEST must name a file that can be created: a folder there, or a file where a folder
+    should be, is a setting to fix (78) before any work, not a failure after the preload."""
+    path = settings.manifest
+    if path is None:
+        return
+    where = f"PRELOADER_MANIFEST (--manifest) {path}"
+    if path.is_dir():
+        raise ConfigError(f"{where} is a directory; name a file in it, e.g. {path / 'manifest.json'}")
+    for parent in path.parents:
+        if parent.is_dir():
+            return
+        if os.path.lexists(parent):
+            raise ConfigError(f"{where}: {parent} is not a directory; name a file in a folder")
+
+
+def write_manifest(settings: Settings, results: Sequence[PreloadResult],
+                   environ: Mapping[str, str] | None = None) -> Path:
+    """Write the manifest atomically; return its path. A read-only state dir gets it in a private place
+    instead (see `private_manifest`): never under a name another local user could take or read."""
     path = manifest_path(settings)
     text = json.dumps(manifest(settings, results), indent=2) + "\n"
     try:
         atomic.write_text(path, text, mode=0o644)
     except OSError as error:
-        if settings.manifest is not None or error.errno not in atomic.REFUSED:
-            raise
-        import tempfile  # only for a read-only state dir: tempfile's import is a cached start's cost
-
-        path = Path(tempfile.gettempdir()) / f"preloader-manifest-{path.stem}.json"
-        atomic.write_text(path, text, mode=0o644)
+        if settings.manifest is not None:
+            check_manifest(settings)  # a folder or a file appeared in the way since the start
+            raise ConfigError(f"PRELOADER_MANIFEST (--manifest) {path} cannot be written: "
+                              f"{error.strerror or error}; choose a path this user may write") from None
+        if error.errno not in atomic.REFUSED:
+            raise DiskError(f"cannot write the manifest {path}: {error.strerror or error}") from None
+        path = private_manifest(text, path.stem, os.environ if environ is None else environ)
     return path
+
+
+def private_manifest(text: str, key: str, environ: Mapping[str, str]) -> Path:
+    """The manifest, mode 0600, where only this user can reach it: $XDG_RUNTIME_DIR, else a 0700 folder
+    of this user in the temp dir (one owned by another user, or a link, is refused), else a fresh mkstemp
+    name. A fixed name in /tmp could be pre-created by another user, to block the start or read the list."""
+    import tempfile  # only for a read-only state dir: tempfile's import is a cached start's cost
+
+    folder = private_dir(environ)
+    if folder is not None:
+        path = folder / f"preloader-manifest-{key}.json"
+        try:
+            atomic.write_text(path, text, mode=0o600)
+            return path
+        except OSError:
+            pass  # fall through to a name of its own
+    fd, name = tempfile.mkstemp(prefix="preloader-manifest-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    return Path(name)
+
+
+def private_dir(environ: Mapping[str, str]) -> Path | None:
+    """A folder only this user can write and read, or None."""
+    import tempfile
+
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(runtime) and _private(Path(runtime)):
+        return Path(runtime)
+    folder = Path(tempfile.gettempdir()) / f"preloader-{os.getuid()}"
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    return folder if _private(folder) else None
+
+
+def _private(folder: Path) -> bool:
+    """A real folder (not a link) of this user that no one else may enter or write."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 def service_env(
@@ -107,12 +179,9 @@ def hub_cache(settings: Settings, results: Sequence[PreloadResult]) -> Path:
 
 def exec_service(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """Replace this process with `argv`; raise ServiceError (127 not found, 126 not executable)."""
+    check_command(argv)
     logs.flush()
-    for name in RESET_SIGNALS:
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    signals.for_exec()
     try:
         os.execvpe(argv[0], list(argv), dict(env))
     except FileNotFoundError:
