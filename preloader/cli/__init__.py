@@ -100,6 +100,11 @@ def main() -> None:
             code = cli.main(prog_name="preloader", standalone_mode=False)
         except SystemExit as done:
             code = done.code
+            # click's own answer to EPIPE is exit 1 with stdout wrapped (its wrapper's name: the class itself is
+            # deprecated, and reading it warns).
+            if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                silence_stdout()
+                code = OutputClosedError.exit_code
         except click.ClickException as error:
             if as_json:
                 click.echo(error_json(error.format_message(), error.exit_code, usage=_usage(error)), err=True)
