@@ -102,7 +102,7 @@ def main() -> None:
             code = done.code
             # click's own answer to EPIPE is exit 1 with stdout wrapped (its wrapper's name: the class itself is
             # deprecated, and reading it warns).
-            if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
                 silence_stdout()
                 code = OutputClosedError.exit_code
         except click.ClickException as error:
