@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from preloader.errors import AuthError, DiskError, HubDataError, NotFoundError
+from preloader.errors import AuthError, DiskError, HubDataError, NotFoundError, PermissionDeniedError
 from preloader.hub.connections import NetworkError, StatusError
 from preloader.hub.errors import HubUnreachable, translate
 from preloader.spec import RepoSpec
@@ -34,14 +34,18 @@ def status(code: int, **headers) -> StatusError:
     (NetworkError("cannot reach hub:443: refused"), False, HubUnreachable, 75,
      "model org/m@main: cannot reach the hub (cannot reach hub:443: refused)"),
     (OSError(errno.ENOSPC, "No space left on device", "/v/blob"), False, DiskError, 74,
-     "model org/m@main: No space left on device while writing the cache (/v/blob)"),
+     "cannot write the cache for model org/m@main: /v/blob: No space left on device; free space"),
+    (OSError(errno.EROFS, "Read-only file system", "/v/blob"), False, PermissionDeniedError, 77,
+     "cannot write the cache for model org/m@main: /v/blob: the volume is mounted read-only"),
+    (OSError(errno.EACCES, "Permission denied", "/v/blob"), False, PermissionDeniedError, 77,
+     "cannot write the cache for model org/m@main: /v/blob: permission denied for uid"),
     (status(418), False, HubDataError, 76,
      "model org/m@main: unexpected answer from the hub, nothing written: 418 for /api/models/org/m/revision/main"),
     (status(522), False, HubUnreachable, 75, "model org/m@main: the hub answered 522"),
 ])
 def test_translate(error, token_set, kind, code, message):
     got = translate(error, SPEC, token_set)
-    assert type(got) is kind and got.exit_code == code and str(got) == message
+    assert type(got) is kind and got.exit_code == code and str(got).startswith(message)  # the whole line, or its head
     assert "secret" not in str(got)  # a signed URL's query never reaches a message
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import sys
 
-from ..errors import AuthError, DiskError, HubDataError, NotFoundError, PreloaderError, TransientError
+from ..errors import OS_FAULTS, AuthError, HubDataError, NotFoundError, PreloaderError, TransientError, os_error
 from ..preloading.retry import parse_retry_after
 from ..spec import RepoSpec
 from .connections import NetworkError, StatusError
@@ -106,8 +106,8 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
         return HubUnreachable(f"{where}: cannot reach the hub ({type(cause).__name__}: {cause})")
     if isinstance(cause, NetworkError):
         return HubUnreachable(f"{where}: cannot reach the hub ({cause})")
-    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
-        return DiskError(f"{where}: {cause.strerror} while writing the cache ({cause.filename or 'cache'})")
+    if isinstance(cause, OSError) and errno.errorcode.get(cause.errno or 0) in OS_FAULTS:
+        return os_error(cause, f"write the cache for {where}:")
     if (hf and isinstance(cause, hf.HfHubHTTPError)) or isinstance(cause, StatusError):
         if (_status(cause) or 0) >= 500:  # a gateway's or CDN's own 5xx (520-524...): the hub is not there now
             return HubUnreachable(f"{where}: the hub answered {_status(cause)}",
@@ -117,5 +117,5 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
     if isinstance(cause, PreloaderError):
         return cause
     if isinstance(cause, OSError):
-        return DiskError(f"{where}: {cause}")
+        return os_error(cause, f"write the cache for {where}:")
     raise error
