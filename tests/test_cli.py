@@ -1,4 +1,4 @@
-"""The CLI surface: help for every command, the README settings table in step with the code."""
+"""The CLI surface: help for every command, the settings table of docs/settings.md in step with the code."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from preloader.options import OPTIONS
 
 
 def readme_settings_rows() -> dict[str, str]:
-    """{env var: flag} from the README's settings table."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    """{env var: flag} from the settings table in docs/settings.md."""
+    text = (ROOT / "docs" / "settings.md").read_text()
+    section = text.split("\n## The settings table\n", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -83,8 +83,8 @@ def test_exit_codes_in_help_and_readme_come_from_the_error_classes():
     output = " ".join(CliRunner().invoke(cli, ["--help"], terminal_width=200).output.split())
     for code, meaning in codes:
         assert f"{code} {meaning}" in output
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    text = (ROOT / "docs" / "exit-codes.md").read_text()
+    section = text.split("# Exit codes\n", 1)[1].split("\n## ", 1)[0]
     rows = [tuple(c.strip() for c in line.strip().strip("|").split("|")) for line in section.splitlines()
             if line.startswith("| ") and not line.startswith("| code")]
     assert rows == codes
@@ -153,7 +153,7 @@ def test_usage_marks_optional_arguments_optional(command):
             assert shown.startswith("[") == (not param.required), (command, shown)
 
 
-README_EXAMPLES = [  # (the README's example with local repos and paths, the code it must end with)
+README_EXAMPLES = [  # (an example of README.md or docs/, repos and paths made local; the code it must end with)
     ('RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, org/tiny-model:dev" RUNPOD_HUGGINGFACE_DATASET="org/tiny-data:v1.0" '
      'RUNPOD_HUGGINGFACE_USER=alice RUNPOD_HUGGINGFACE_TOKEN=hf_xxx PRELOADER_CACHE_DIR="$CACHE" '
      'preloader run -- sh -c \'test -f "$PRELOADER_MODEL_PATH/config.json"\' serve.py --port 8000', 0),
@@ -180,7 +180,7 @@ README_EXAMPLES = [  # (the README's example with local repos and paths, the cod
 
 
 def test_readme_examples_run_as_written(hub, tmp_path):
-    """The README's shell examples that can run here (repos and paths made local; `ssh host` dropped), in
+    """The shell examples of README.md and docs/ that can run here (repos and paths made local; `ssh host` dropped), in
     order, on one cache; `preloader` on PATH runs this checkout."""
     import os
     import subprocess
@@ -205,17 +205,17 @@ def test_readme_examples_run_as_written(hub, tmp_path):
 
 
 def test_readme_python_api_example_runs(hub, tmp_path):
-    """The README's `cache` API block, on a cache that holds org/tiny-model (main and dev)."""
+    """The `cache` API block of docs/managing.md, on a cache that holds org/tiny-model (main and dev)."""
     from conftest import preloader_env, run_preloader
 
     cache = tmp_path / "cache" / "hub"
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL="org/tiny-model, org/tiny-model:dev")
     assert run_preloader(["run"], env).returncode == 0
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "managing.md").read_text()
     block = text.split("The same as a Python API, returning dataclasses:\n\n```python\n", 1)[1].split("```")[0]
     code = block.replace("/cache/hub", str(cache)).replace('"org/m"', '"org/tiny-model"')
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    exec(compile(code, "docs/managing.md", "exec"), namespace)  # noqa: S102 - the docs' own example
     assert [r.repo_id for r in namespace["info"].repos] == ["org/tiny-model"]
 
 
