@@ -73,6 +73,49 @@ def test_every_docs_page_is_listed_in_the_index():
     assert sorted(p.name for p in pages - listed) == []
 
 
+CODE_DIRS = ("preloader", "bench", "scripts", "tests", "localhub", "examples", "demo")
+DOC_PATH = re.compile(r"(?<![\w./-])(docs/[\w./-]*[\w/]|README(?:\.md)?)(?:#([\w-]+))?")
+
+
+def doc_references(root: Path = ROOT) -> list[tuple[str, str, str]]:
+    """(where, path, anchor) for every `docs/...` path and `README#anchor` the code names (help texts,
+    messages, comments), as paths from the repository root."""
+    found = []
+    for folder in CODE_DIRS:
+        for source in sorted((root / folder).rglob("*.py")):
+            if source.resolve() == Path(__file__).resolve():
+                continue  # this file's own examples of broken references
+            for number, line in enumerate(source.read_text().splitlines(), 1):
+                for path, anchor in DOC_PATH.findall(line):
+                    if path.startswith("README") and not anchor:
+                        continue  # "the README" in prose: no place to check
+                    where = f"{source.relative_to(root)}:{number}"
+                    found.append((where, "README.md" if path.startswith("README") else path, anchor))
+    return found
+
+
+def test_every_docs_path_and_anchor_the_code_names_exists():
+    """A help text or message that says `see docs/cache.md#read-only-tiers` sends the user somewhere real."""
+    references = doc_references()
+    assert any(path == "docs/RELIABILITY.md" for _, path, _ in references)  # the scan sees the code
+    broken = [f"{where}: {path}#{anchor}" if anchor else f"{where}: {path}" for where, path, anchor in references
+              if not (ROOT / path).exists() or (anchor and anchor not in anchors(ROOT / path))]
+    assert broken == []
+
+
+def test_a_broken_docs_path_in_the_code_is_found(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "cache.md").write_text("# The cache\n\n## Read-only tiers\n")
+    (tmp_path / "README.md").write_text("# preloader\n")
+    (tmp_path / "preloader").mkdir()
+    (tmp_path / "preloader" / "help.py").write_text(
+        'A = "see docs/cache.md#read-only-tiers"\nB = "see docs/cache.md#tiers, docs/gone.md"\n'
+        'C = "see README#read-only-tiers; the README says"\n')
+    assert doc_references(tmp_path) == [
+        ("preloader/help.py:1", "docs/cache.md", "read-only-tiers"), ("preloader/help.py:2", "docs/cache.md", "tiers"),
+        ("preloader/help.py:2", "docs/gone.md", ""), ("preloader/help.py:3", "README.md", "read-only-tiers")]
+
+
 def test_the_readme_links_the_index():
     assert "docs/index.md" in links(ROOT / "README.md")
 
