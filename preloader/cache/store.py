@@ -67,8 +67,11 @@ def target(blob: Path, cache_dir: Path) -> Path | None:
     store = store_dir(cache_dir)
     if entry.parent.parent != store or not _HASH.fullmatch(entry.name) or entry.parent.name != entry.name[:2]:
         return None
-    if atomic.leads_out(entry.parent, cache_dir) is not None:
-        return None  # a store folder leading elsewhere: the link is just a link, its target not ours
+    outside = atomic.leads_out(entry.parent, cache_dir)
+    if outside is not None:  # a store folder leading elsewhere: the link is just a link, its target not ours
+        logger.warning("%s links into %s, which leads to %s, outside the cache: the entry is left alone",
+                       blob, entry.parent, outside)
+        return None
     return entry if entry.is_file() and not entry.is_symlink() else None
 
 
