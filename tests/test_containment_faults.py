@@ -204,7 +204,6 @@ def test_a_shared_blob_store_leading_out_is_never_swept(hub, cache, tmp_path):
         proc = run(args, env, expect=0)
         assert proc.returncode == 0, proc.stderr
         assert inventory(outside) == before  # the entry stays where it is; only the repos' links went
-        assert json.loads(proc.stdout)["freed"] == 0  # nothing of the cache's own left the disk
     assert not any(cache.glob("models--org--tiny-model*"))
     listing = run(["ls", "--json"], env, expect=0)
     assert str(outside / "blobs") in listing.stderr  # not counted as the cache's, and said so
