@@ -151,6 +151,21 @@ def test_run_and_pull_refuse_to_write_through_a_folder_leading_out(preloaded, hu
         assert inventory(preloaded) == before
 
 
+def test_import_refuses_to_write_through_a_repo_folder_leading_out(preloaded, hub, cache, tmp_path):
+    env = env_for(hub, cache)
+    archive = tmp_path / "tiny.tar"
+    assert run(["export", MODEL, "-o", str(archive)], env, expect=0).returncode == 0
+    assert run(["rm", MODEL, "--yes"], env, expect=0).returncode == 0
+    moved = preloaded / "repo"  # an empty folder out there: an import must not even create `blobs/` in it
+    moved.mkdir()
+    os.symlink(moved, cache / REPO)
+    inject()
+    before = inventory(preloaded)
+    proc = run(["import", str(archive)], env, expect=73)
+    assert proc.returncode == 73 and str(moved) in proc.stderr, proc.stderr
+    assert inventory(preloaded) == before
+
+
 def test_dedup_leaves_a_repo_folder_leading_out_alone(preloaded, hub, cache):
     moved = plant(cache, "repo", preloaded)
     before = inventory(preloaded)

@@ -117,6 +117,7 @@ class Layout:
         repo = self.repo_dir(spec)
         folders = [(repo, self.cache_dir)] + [(repo / name, self.cache_dir)
                                                for name in ("blobs", "snapshots", "refs", "trees")]
+        folders.append((self.blob_lock(spec, "x").parent, self.cache_dir))
         folders += [(self.state_folder(kind, spec), self.state_dir) for kind in STATE_KINDS]
         folders.append((self.state_dir / "locks", self.state_dir))
         alias = self.alias_dir(spec)

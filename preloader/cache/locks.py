@@ -98,7 +98,10 @@ class RepoLocks:
 
     def hold(self, spec: RepoSpec, *, timeout: float, what: str | None = None,
              deadline: Callable[[], float | None] = lambda: None):
-        """The repo's lock, held (see `hold`)."""
+        """The repo's lock, held (see `hold`). Every write or delete in a repo holds it, so this is where a repo
+        with a folder leading out of the cache, the state dir or the link root is refused (73), before
+        anything is created or removed through it."""
+        atomic.refuse_escapes(self.layout.guarded_folders(spec))
         lease = self.policy.kind == "lease"
         return hold(self.layout.lock_file(spec, lease=lease), timeout=timeout, what=what or str(spec),
                     deadline=deadline, lease=self.policy.stale if lease else None, root=self.layout.state_dir)

@@ -269,6 +269,10 @@ def _clean_leftovers(lay: Layout, locking: RepoLocks, info: CacheInfo, grace: fl
         except TransientError:
             report.skipped.append(f"{path}: locked")
             continue
+        except UnsafePathError as error:  # its repo has a folder leading out: nothing of it is touched
+            logger.warning("%s", error)
+            report.skipped.append(f"{path}: unsafe: {error}")
+            continue
         report.leftovers.append(str(path))
 
 
@@ -287,6 +291,10 @@ def _collect_unused(lay: Layout, locking: RepoLocks, spec: RepoSpec, before: flo
             report.freed += evict.collect_blobs(lay, spec, older_than=before)
     except TransientError:
         report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unused blobs: locked")
+        return
+    except UnsafePathError as error:
+        logger.warning("%s", error)
+        report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unsafe: {error}")
         return
     report.leftovers += [str(blob) for blob in unused if blob in still]
 
@@ -340,4 +348,7 @@ def dedup(cache: Layout | str | Path, *, dry_run: bool = False, lock_timeout: fl
                     report.saved += replace_with_link(keep, other, lay.cache_dir)
             except TransientError:
                 report.skipped.append(f"{other}: locked")
+            except UnsafePathError as error:
+                logger.warning("%s", error)
+                report.skipped.append(f"{other}: unsafe: {error}")
     return report
