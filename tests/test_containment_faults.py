@@ -223,3 +223,21 @@ def test_a_shared_blob_store_leading_out_is_never_swept(hub, cache, tmp_path):
     listing = run(["ls", "--json"], env, expect=0)
     assert str(outside / "blobs") in listing.stderr  # not counted as the cache's, and said so
     assert json.loads(listing.stdout)["totals"]["size"] == 0
+
+
+def test_a_planted_dot_locks_never_moves_state_or_locks_out_of_the_cache(hub, tmp_path):
+    """A cache not named `hub` keeps its state in `<cache>/.locks/preloader`: `.locks` planted as a link out
+    would move our records, our locks and huggingface_hub's blob locks out of the cache."""
+    cache = tmp_path / "volume"
+    cache.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.symlink(outside, cache / ".locks")
+    inject()
+    env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
+    for args in (["run"], ["pull", MODEL]):
+        proc = run(args, env, expect=73)
+        assert proc.returncode == 73, proc.stderr
+        assert f"{cache / '.locks'} leads to {outside}" in proc.stderr
+        assert inventory(outside) == {}  # not a lock, record or folder out there
+    assert run(["status", MODEL], env, expect=1).returncode == 1

@@ -110,8 +110,11 @@ def remove(path: Path, roots: Iterable[Path | None]) -> bool:
     A folder on the way that is a symlink leading elsewhere is refused (UnsafePathError, naming it), so
     nothing reached through it is deleted. `shutil.rmtree` itself never follows links below the folder.
     """
-    root = root_of(path, roots)
-    ensure_inside(path, root, "delete")
+    roots = [root for root in roots if root is not None]
+    root_of(path, roots)
+    for root in roots:  # every root holding it: the state dir may be inside the cache, and must stay there
+        if root in path.parents:
+            ensure_inside(path, root, "delete")
     if not os.path.lexists(path):
         return False
     if path.is_dir() and not path.is_symlink():

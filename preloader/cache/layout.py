@@ -111,11 +111,18 @@ class Layout:
         """Where anything we write or delete must really lie: the cache, the state dir, the link root."""
         return tuple(root for root in (self.cache_dir, self.state_dir, self.link_root) if root is not None)
 
+    def nested_roots(self) -> list[tuple[Path, Path]]:
+        """(root, the root holding it) where one lies inside another (the default state dir is
+        `<cache>/.locks/preloader`, the default link root `<state>/links`), and `<cache>/.locks`: a link planted
+        on the way there would move our state, or huggingface_hub's locks, out of the cache."""
+        pairs = [(self.cache_dir / ".locks", self.cache_dir)]
+        return pairs + [(inner, outer) for inner in self.roots for outer in self.roots if outer in inner.parents]
+
     def guarded_folders(self, spec: RepoSpec) -> list[tuple[Path, Path]]:
         """(folder, root) for every folder of one repo we read through, write in or delete in: each must
         really lie inside its root, or the repo is reported unsafe and nothing is done through it."""
         repo = self.repo_dir(spec)
-        folders = [(repo, self.cache_dir)] + [(repo / name, self.cache_dir)
+        folders = self.nested_roots() + [(repo, self.cache_dir)] + [(repo / name, self.cache_dir)
                                                for name in ("blobs", "snapshots", "refs", "trees")]
         folders.append((self.blob_lock(spec, "x").parent, self.cache_dir))
         folders += [(self.state_folder(kind, spec), self.state_dir) for kind in STATE_KINDS]
