@@ -105,14 +105,15 @@ def root_of(path: Path, roots: Iterable[Path | None]) -> Path:
 
 def remove(path: Path, roots: Iterable[Path | None]) -> bool:
     """Delete a file, a link (never what it points at) or a folder tree, only where it really lies inside
-    the most specific of `roots` that holds it; True when something was removed.
+    every one of `roots` that holds it (the state dir may lie inside the cache); True when something was
+    removed.
 
     A folder on the way that is a symlink leading elsewhere is refused (UnsafePathError, naming it), so
     nothing reached through it is deleted. `shutil.rmtree` itself never follows links below the folder.
     """
     roots = [root for root in roots if root is not None]
-    root_of(path, roots)
-    for root in roots:  # every root holding it: the state dir may be inside the cache, and must stay there
+    root_of(path, roots)  # in one of them, and not one of them
+    for root in roots:
         if root in path.parents:
             ensure_inside(path, root, "delete")
     if not os.path.lexists(path):

@@ -122,9 +122,9 @@ class Layout:
         """(folder, root) for every folder of one repo we read through, write in or delete in: each must
         really lie inside its root, or the repo is reported unsafe and nothing is done through it."""
         repo = self.repo_dir(spec)
-        folders = self.nested_roots() + [(repo, self.cache_dir)] + [(repo / name, self.cache_dir)
-                                               for name in ("blobs", "snapshots", "refs", "trees")]
-        folders.append((self.blob_lock(spec, "x").parent, self.cache_dir))
+        hub_folders = (repo, *(repo / name for name in ("blobs", "snapshots", "refs", "trees")),
+                       self.blob_lock(spec, "x").parent)
+        folders = self.nested_roots() + [(folder, self.cache_dir) for folder in hub_folders]
         folders += [(self.state_folder(kind, spec), self.state_dir) for kind in STATE_KINDS]
         folders.append((self.state_dir / "locks", self.state_dir))
         alias = self.alias_dir(spec)
