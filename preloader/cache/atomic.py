@@ -12,7 +12,8 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import UnsafePathError
@@ -58,24 +59,87 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{TEMP_MARK}{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
 
 
-def ensure_inside(path: Path, root: Path) -> Path:
+def _within(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def leads_out(path: Path, root: Path) -> str | None:
+    """Where `path` really is, when that is outside `root` (a symlink on the way leads elsewhere); None
+    when it stays inside or is not there. The one judge of containment: every guarded write and delete
+    below, and every read-only report of a folder that leads out, ask it."""
+    if not os.path.lexists(path):
+        return None
+    real = os.path.realpath(path)
+    return None if _within(real, os.path.realpath(root)) else real
+
+
+def ensure_inside(path: Path, root: Path, verb: str = "write") -> Path:
     """`path`'s directory must resolve inside `root`: a symlink planted on the way must not lead out.
 
-    Returns `path`; raises UnsafePathError otherwise.
+    `path` itself is not followed: writes rename over it and deletes unlink it, both acting on a link
+    and never on what it points at. Returns `path`; raises UnsafePathError otherwise.
     """
-    real_root = os.path.realpath(root)
     existing = path.parent
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent  # check what is there now, before mkdir could follow a planted link
     if existing != root and root not in existing.parents:
         return path  # the root itself is not made yet: nothing can be planted under it
-    parent = os.path.realpath(existing)
-    if parent != real_root and not parent.startswith(real_root + os.sep):
+    parent = leads_out(existing, root)
+    if parent is not None:
         raise UnsafePathError(
-            f"refusing to write {path}: its directory resolves to {parent}, outside {real_root} "
+            f"refusing to {verb} {path}: its directory resolves to {parent}, outside {os.path.realpath(root)} "
             "(a symlink planted on the way?); remove it and retry"
         )
     return path
+
+
+def root_of(path: Path, roots: Iterable[Path | None]) -> Path:
+    """The most specific of `roots` that holds `path` (the state dir may lie inside the cache, the link root
+    inside the state dir); UnsafePathError when none does."""
+    holding = [root for root in roots if root is not None and (root == path or root in path.parents)]
+    if not holding or path in holding:
+        raise UnsafePathError(f"refusing to act on {path}: it is not inside the cache, the state dir or the "
+                              "link root")
+    return max(holding, key=lambda root: len(root.parts))
+
+
+def remove(path: Path, roots: Iterable[Path | None]) -> bool:
+    """Delete a file, a link (never what it points at) or a folder tree, only where it really lies inside
+    every one of `roots` that holds it (the state dir may lie inside the cache); True when something was
+    removed.
+
+    A folder on the way that is a symlink leading elsewhere is refused (UnsafePathError, naming it), so
+    nothing reached through it is deleted. `shutil.rmtree` itself never follows links below the folder.
+    """
+    roots = [root for root in roots if root is not None]
+    root_of(path, roots)  # in one of them, and not one of them
+    for root in roots:
+        if root in path.parents:
+            ensure_inside(path, root, "delete")
+    if not os.path.lexists(path):
+        return False
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return True
+
+
+def first_escape(folders: Iterable[tuple[Path, Path]]) -> str | None:
+    """For (folder, root) pairs (`Layout.guarded_folders`): a line naming the first folder that leads out of
+    its root, or None when all stay inside."""
+    for folder, root in folders:
+        real = leads_out(folder, root)
+        if real is not None:
+            return f"{folder} leads to {real}, outside {root} (a symlink planted there?)"
+    return None
+
+
+def refuse_escapes(folders: Iterable[tuple[Path, Path]], verb: str = "write") -> None:
+    """UnsafePathError (73) when any of these folders leads out of its root: nothing is done through it."""
+    problem = first_escape(folders)
+    if problem is not None:
+        raise UnsafePathError(f"refusing to {verb} through {problem}; remove the link and retry")
 
 
 def make_dirs(path: Path, mode: int = 0o775) -> None:
@@ -135,8 +199,11 @@ def symlink(target: str, link: Path, root: Path | None = None) -> bool:
     return True
 
 
-def hard_link(source: Path, target: Path) -> None:
-    """Make `target` a hard link to `source`, atomically: a temporary link renamed over it."""
+def hard_link(source: Path, target: Path, root: Path | None = None) -> None:
+    """Make `target` a hard link to `source`, atomically: a temporary link renamed over it. With `root`,
+    `target`'s directory must resolve inside it."""
+    if root is not None:
+        ensure_inside(target, root)
     temp = temp_name(target)
     try:
         os.link(source, temp)
@@ -146,5 +213,12 @@ def hard_link(source: Path, target: Path) -> None:
 
 
 def relative_target(target: Path, link: Path) -> str:
-    """`target` as seen from the directory holding `link`."""
-    return os.path.relpath(target, link.parent)
+    """`target` as seen from the directory holding `link`, computed between the folders as they really are.
+
+    The kernel resolves `..` in a link from where the link really lies: a link root, state dir or cache
+    reached through a symlink would make a purely lexical relative path dangle. The folders are resolved,
+    never `target` itself (a blob may be a link into the shared store or a read-only tier: the link must
+    still point at `blobs/<etag>`).
+    """
+    real_target = os.path.join(os.path.realpath(target.parent), target.name)
+    return os.path.relpath(real_target, os.path.realpath(link.parent))

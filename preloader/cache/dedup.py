@@ -33,8 +33,8 @@ def blobs_named(layout: Layout, etag: str, size: int) -> Iterator[Path]:
     except OSError:
         return
     for folder in folders:
-        if parse_folder_name(folder) is None:
-            continue
+        if parse_folder_name(folder) is None or atomic.leads_out(layout.cache_dir / folder / "blobs", layout.cache_dir):
+            continue  # a repo folder leading out of the cache is not a source we trust
         blob = layout.cache_dir / folder / "blobs" / etag
         try:
             st = blob.lstat()
@@ -53,7 +53,7 @@ def adopt(layout: Layout, spec: RepoSpec, etag: str, size: int, tiers: tuple[Lay
         if source == target:
             continue
         try:
-            atomic.hard_link(source, target)
+            atomic.hard_link(source, target, layout.cache_dir)
         except OSError as error:
             if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
                 continue  # that one went away meanwhile: try another, else download
@@ -100,6 +100,10 @@ def duplicates(layout: Layout) -> dict[str, list[Path]]:
         blobs = layout.cache_dir / folder / "blobs"
         if parse_folder_name(folder) is None or not blobs.is_dir():
             continue
+        outside = atomic.leads_out(blobs, layout.cache_dir)
+        if outside is not None:
+            logger.warning("dedup: %s leads to %s, outside the cache: left alone", blobs, outside)
+            continue
         for name in sorted(os.listdir(blobs)):
             path = blobs / name
             if "." not in name and path.is_file() and not path.is_symlink():
@@ -113,12 +117,13 @@ def duplicates(layout: Layout) -> dict[str, list[Path]]:
     return found
 
 
-def replace_with_link(keep: Path, other: Path) -> int:
-    """Make `other` a hard link to `keep` (atomically); the bytes that frees (0 if `other` had other links)."""
+def replace_with_link(keep: Path, other: Path, root: Path) -> int:
+    """Make `other` a hard link to `keep` (atomically), `other` really inside `root`; the bytes that frees
+    (0 if `other` had other links)."""
     st = other.stat()
     if (st.st_dev, st.st_ino) == (keep.stat().st_dev, keep.stat().st_ino):
         return 0
-    atomic.hard_link(keep, other)
+    atomic.hard_link(keep, other, root)
     return st.st_size if st.st_nlink == 1 else 0
 
 

@@ -4,13 +4,15 @@ Every removal holds the repo lock, so it never runs under a preload of the
 same repo. Readers that resolved a link before it went keep their open files.
 A blob that is a link into huggingface_hub's shared store frees its entry only
 when no repo links it any more (`store.sweep`); the bytes reported freed are
-the bytes that left the disk.
+the bytes that left the disk, and a dry run counts the same bytes (`freed_by`).
+
+Every delete goes through `atomic.remove`: nothing reached through a folder that leads out of the cache,
+the state dir or the link root is deleted.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +55,15 @@ def unlink_links_to(layout: Layout, spec: RepoSpec, repo: RepoInfo, commit: str)
     """Remove refs, `latest` and aliases that point at `commit`, and its file listing."""
     refs_dir = layout.refs_dir(spec)
     for name in read_refs(layout, spec).get(commit, []):
-        (refs_dir / name).unlink(missing_ok=True)
+        atomic.remove(refs_dir / name, layout.roots)
     for link, target in latest_links(layout, spec).items():
         if target == commit:
-            link.unlink(missing_ok=True)
+            atomic.remove(link, layout.roots)
     for revision in repo.revisions:
         if revision.commit == commit:
             for alias in revision.aliases:
-                Path(alias).unlink(missing_ok=True)
-    layout.tree_file(spec, commit).unlink(missing_ok=True)
+                atomic.remove(Path(alias), layout.roots)
+    atomic.remove(layout.tree_file(spec, commit), layout.roots)
 
 
 def remove_revision(layout: Layout, repo: RepoInfo, revision: RevisionInfo) -> None:
@@ -69,18 +71,19 @@ def remove_revision(layout: Layout, repo: RepoInfo, revision: RevisionInfo) -> N
     spec = repo.spec
     unlink_links_to(layout, spec, repo, revision.commit)
     records.forget(layout, spec, revision.commit)
-    shutil.rmtree(revision.path, ignore_errors=True)
+    atomic.remove(revision.path, layout.roots)
 
 
-def unlink_blob(blob: Path, cache_dir: Path, entries: set[Path]) -> int:
+def unlink_blob(blob: Path, layout: Layout, entries: set[Path]) -> int:
     """Remove one repo blob; the bytes that frees now. A link into the shared store frees nothing
     itself: its entry goes into `entries`, for `store.sweep` once every removal is done."""
     try:
-        entry = store.target(blob, cache_dir)
+        entry = store.target(blob, layout.cache_dir)
         st = blob.lstat()
         # A link into the store, or a hard link another repo shares (dedup), frees nothing yet.
         size = st.st_size if entry is None and not blob.is_symlink() and st.st_nlink == 1 else 0
-        blob.unlink()
+        if not atomic.remove(blob, layout.roots):
+            return 0
     except OSError:
         return 0
     if entry is not None:
@@ -116,15 +119,14 @@ def collect_blobs(layout: Layout, spec: RepoSpec, *, older_than: float | None = 
     """Delete the repo's unused blobs (see `unused_blobs`); the bytes freed. Drop the repo folder when
     nothing is left in it."""
     entries: set[Path] = set()
-    freed = sum(unlink_blob(blob, layout.cache_dir, entries) for blob in unused_blobs(layout, spec,
-                                                                                      older_than=older_than))
+    freed = sum(unlink_blob(blob, layout, entries) for blob in unused_blobs(layout, spec, older_than=older_than))
     freed += store.sweep(entries, layout.cache_dir)
     snapshots, blobs_dir = layout.snapshots_dir(spec), layout.blobs_dir(spec)
     real = [e for e in (os.listdir(snapshots) if snapshots.is_dir() else []) if not (snapshots / e).is_symlink()]
     if not real and not (os.listdir(blobs_dir) if blobs_dir.is_dir() else []):  # nothing left, nothing coming
-        shutil.rmtree(layout.repo_dir(spec), ignore_errors=True)
+        atomic.remove(layout.repo_dir(spec), layout.roots)
         for kind in STATE_KINDS:
-            shutil.rmtree(layout.state_folder(kind, spec), ignore_errors=True)
+            atomic.remove(layout.state_folder(kind, spec), layout.roots)
     return freed
 
 
@@ -135,6 +137,7 @@ def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, rea
     repo = scan_repo(layout, repo_dir)
     if repo is None:
         return [], 0
+    atomic.refuse_escapes(layout.guarded_folders(repo.spec), "delete")  # before anything goes
     removed = []
     for revision in repo.revisions:
         if commits is None or revision.commit in commits:
@@ -143,9 +146,40 @@ def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, rea
                                    revision.last_used))
     if commits is None:
         for link in latest_links(layout, repo.spec):
-            link.unlink(missing_ok=True)
-        shutil.rmtree(layout.refs_dir(repo.spec), ignore_errors=True)
+            atomic.remove(link, layout.roots)
+        atomic.remove(layout.refs_dir(repo.spec), layout.roots)
     return removed, collect_blobs(layout, repo.spec)
+
+
+def going_blobs(layout: Layout, repo: RepoInfo, commits: set[str] | None) -> set[Path]:
+    """The blobs `remove_commits(layout, repo, commits)` deletes: every blob of the repo (partial downloads
+    and our temp files aside) that no remaining snapshot links to."""
+    kept = {rev.path for rev in repo.revisions if commits is not None and rev.commit not in commits}
+    used = {blob for path in kept for blob in snapshot_blobs(path).values()}
+    blobs_dir = layout.blobs_dir(repo.spec)
+    names = sorted(os.listdir(blobs_dir)) if blobs_dir.is_dir() else []
+    return {blobs_dir / name for name in names if blobs_dir / name not in used
+            and not name.endswith(PARTIAL_SUFFIX) and not name.startswith(atomic.TEMP_MARK)}
+
+
+def freed_by(going: set[Path], cache_dir: Path) -> int:
+    """The bytes deleting every blob in `going` frees, each file once: a blob of its own with no link left
+    elsewhere (hard links: all of them going), a shared-store entry whose every reference is going."""
+    freed, seen = 0, set()
+    for blob in sorted(going):
+        entry = store.target(blob, cache_dir)
+        if entry is None:
+            try:
+                st = blob.lstat()
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+        else:
+            key = entry
+        if key not in seen:
+            seen.add(key)
+            freed += store.freed_with(blob, going, cache_dir)
+    return freed
 
 
 def stale_leftovers(layout: Layout, info: CacheInfo, grace: float, now: float | None = None) -> list[Path]:
@@ -161,6 +195,8 @@ def stale_leftovers(layout: Layout, info: CacheInfo, grace: float, now: float | 
             return False
 
     for repo in info.repos:
+        if repo.unsafe is not None:
+            continue  # leads out of the cache: nothing through it is ours to clean
         blobs = layout.blobs_dir(repo.spec)
         for name in os.listdir(blobs) if blobs.is_dir() else []:
             if (name.endswith(PARTIAL_SUFFIX) or name.startswith(atomic.TEMP_MARK)) and aged(blobs / name):

@@ -7,13 +7,16 @@ file name is its etag, so no network call is needed to check.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..spec import RepoSpec
-from . import hashing, records, store
+from . import atomic, hashing, records, store
 from .inventory import snapshot_blobs
 from .layout import Layout
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +29,7 @@ class SnapshotCheck:
     truncated: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    unsafe: str | None = None  # a folder of the repo leads out of the cache: nothing was read through it
 
     @property
     def broken(self) -> list[str]:
@@ -33,12 +37,16 @@ class SnapshotCheck:
 
     @property
     def ok(self) -> bool:
-        return not self.broken
+        return not self.broken and self.unsafe is None
 
 
 def check_snapshot(layout: Layout, spec: RepoSpec, commit: str) -> SnapshotCheck:
     """Check every file of a snapshot: present, at the recorded size, hashing to its etag."""
     result = SnapshotCheck(spec.repo_type, spec.repo_id, commit)
+    result.unsafe = atomic.first_escape(layout.guarded_folders(spec))
+    if result.unsafe is not None:
+        logger.warning("%s %s@%s not checked: %s", spec.repo_type, spec.repo_id, commit[:12], result.unsafe)
+        return result
     snapshot = layout.snapshot_dir(spec, commit)
     blobs = snapshot_blobs(snapshot)
     record = records.read(layout, spec, commit)
@@ -71,6 +79,6 @@ def drop_bad_files(layout: Layout, spec: RepoSpec, check: SnapshotCheck) -> dict
             entry = store.target(blob, layout.cache_dir)
             if entry is not None:
                 stored[rel] = entry
-            blob.unlink(missing_ok=True)
-        (snapshot / rel).unlink(missing_ok=True)
+            atomic.remove(blob, layout.roots)
+        atomic.remove(snapshot / rel, layout.roots)
     return stored

@@ -6,14 +6,17 @@ listed too (its snapshots have no completion record, so they show as partial).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..spec import RepoSpec, is_commit
-from . import records, store
+from . import atomic, records, store
 from .layout import LATEST, Layout, parse_folder_name
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,9 +32,12 @@ class RevisionInfo:
     latest: bool = False
     aliases: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    unsafe: str | None = None  # a folder of its repo leads out of the cache (see RepoInfo.unsafe)
 
     @property
     def state(self) -> str:
+        if self.unsafe is not None:
+            return "unsafe"
         return "complete" if self.complete else "partial"
 
     @property
@@ -53,6 +59,7 @@ class RepoInfo:
     revisions: list[RevisionInfo]
     size: int
     latest: str | None
+    unsafe: str | None = None  # which folder leads out of the cache, and where: nothing is done through it
 
     @property
     def spec(self) -> RepoSpec:
@@ -123,6 +130,9 @@ def scan_repo(layout: Layout, repo_dir: Path) -> RepoInfo | None:
         return None
     repo_type, repo_id = parsed
     spec = RepoSpec(repo_type, repo_id)
+    unsafe = atomic.first_escape(layout.guarded_folders(spec))
+    if unsafe is not None:
+        return unsafe_repo(layout, spec, repo_dir, unsafe)
     refs = read_refs(layout, spec)
     aliases = read_aliases(layout, spec)
     latest = latest_commit(layout, spec)
@@ -157,6 +167,21 @@ def scan_repo(layout: Layout, repo_dir: Path) -> RepoInfo | None:
     return RepoInfo(repo_type, repo_id, repo_dir, revisions, sum(blob_sizes.values()), latest)
 
 
+def unsafe_repo(layout: Layout, spec: RepoSpec, repo_dir: Path, unsafe: str) -> RepoInfo:
+    """A repo with a folder leading out of the cache: its snapshots by name, each `unsafe`, nothing read
+    through it, sized 0 (its bytes are not the cache's); one warning."""
+    logger.warning("%s %s is not used: %s; remove the link (`rm %s`), then preload it again", spec.repo_type,
+                   spec.repo_id, unsafe, repo_dir)
+    snapshots = layout.snapshots_dir(spec)
+    try:
+        names = sorted(os.listdir(snapshots)) if snapshots.is_dir() else []
+    except OSError:
+        names = []
+    revisions = [RevisionInfo(commit=name, refs=[], complete=False, recorded=False, files=0, size=0, last_used=None,
+                              path=snapshots / name, unsafe=unsafe) for name in names if name != LATEST]
+    return RepoInfo(spec.repo_type, spec.repo_id, repo_dir, revisions, 0, None, unsafe)
+
+
 def latest_commit(layout: Layout, spec: RepoSpec) -> str | None:
     """The commit this layout's `latest` link shows, None when there is none or it dangles."""
     link = layout.latest_link(spec)
@@ -189,7 +214,7 @@ def physical_size(layout: Layout, repos: list[RepoInfo]) -> tuple[int, int]:
         st = entry.stat()
         files[(st.st_dev, st.st_ino)] = size
     for repo in repos:
-        for revision in repo.revisions:
+        for revision in repo.revisions if repo.unsafe is None else []:  # not the cache's bytes
             for blob in snapshot_blobs(revision.path).values():
                 try:
                     st = blob.stat()

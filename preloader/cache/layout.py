@@ -19,7 +19,8 @@
 <link-root>/model/org/name/<revision>                 -> the snapshot, ours
 <datasets cache>/...                                  `datasets`' prepared copies (--prepare-datasets)
 ```
-Pure path arithmetic: nothing here touches the disk.
+Path arithmetic: nothing here touches the disk, except `Layout.build` resolving where the state dir and
+the link root really are (see `check_outside_hub`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from ..errors import ConfigError
 from ..spec import RepoSpec
 
 LATEST = "latest"
@@ -63,6 +65,18 @@ def default_state_dir(cache_dir: Path) -> Path:
     return cache_dir / ".locks" / "preloader"
 
 
+def check_outside_hub(cache: Path, path: Path, what: str) -> None:
+    """Our own folders must not lie in the hub tree: `hf cache ls`/`scan_cache_dir` report every folder there
+    that is not a repo as corrupted. `<cache>/.locks/` is the one place its scanner skips (the default state
+    dir when the cache is not named `hub`). Compared as given and as resolved, so a symlink cannot hide it."""
+    for mine, hub in ((path, cache), (Path(os.path.realpath(path)), Path(os.path.realpath(cache)))):
+        if (mine == hub or hub in mine.parents) and hub / ".locks" not in mine.parents:
+            raise ConfigError(
+                f"{what} {path} lies inside the hub cache {cache}, where `hf cache` reports it as a corrupted "
+                f"repo; put it outside the cache or under {cache / '.locks'}/"
+            )
+
+
 def absolute(path: str | Path) -> Path:
     """An absolute path without resolving symlinks: a volume may be mounted through one."""
     return Path(os.path.abspath(os.path.expanduser(path)))
@@ -83,9 +97,38 @@ class Layout:
         as documented."""
         cache = absolute(cache_dir)
         state = absolute(state_dir) if state_dir else default_state_dir(cache)
+        if state_dir:
+            check_outside_hub(cache, state, "the state dir (PRELOADER_STATE_DIR, --state-dir, state_dir=)")
+        if link_root:
+            check_outside_hub(cache, absolute(link_root),
+                              "the link root (PRELOADER_LINK_ROOT, --link-root, link_root=)")
         home = cache.parent if cache.name == "hub" else None
         datasets = absolute(datasets_cache) if datasets_cache else (home or state) / "datasets"
         return cls(cache, state, absolute(link_root) if link_root else state / "links", latest, datasets)
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Where anything we write or delete must really lie: the cache, the state dir, the link root."""
+        return tuple(root for root in (self.cache_dir, self.state_dir, self.link_root) if root is not None)
+
+    def nested_roots(self) -> list[tuple[Path, Path]]:
+        """(root, the root holding it) where one lies inside another (the default state dir is
+        `<cache>/.locks/preloader`, the default link root `<state>/links`), and `<cache>/.locks`: a link planted
+        on the way there would move our state, or huggingface_hub's locks, out of the cache."""
+        pairs = [(self.cache_dir / ".locks", self.cache_dir)]
+        return pairs + [(inner, outer) for inner in self.roots for outer in self.roots if outer in inner.parents]
+
+    def guarded_folders(self, spec: RepoSpec) -> list[tuple[Path, Path]]:
+        """(folder, root) for every folder of one repo we read through, write in or delete in: each must
+        really lie inside its root, or the repo is reported unsafe and nothing is done through it."""
+        repo = self.repo_dir(spec)
+        hub_folders = (repo, *(repo / name for name in ("blobs", "snapshots", "refs", "trees")),
+                       self.blob_lock(spec, "x").parent)
+        folders = self.nested_roots() + [(folder, self.cache_dir) for folder in hub_folders]
+        folders += [(self.state_folder(kind, spec), self.state_dir) for kind in STATE_KINDS]
+        folders.append((self.state_dir / "locks", self.state_dir))
+        alias = self.alias_dir(spec)
+        return folders + ([(alias, self.link_root)] if alias is not None and self.link_root is not None else [])
 
     @property
     def hf_home(self) -> Path | None:

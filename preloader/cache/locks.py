@@ -98,10 +98,13 @@ class RepoLocks:
 
     def hold(self, spec: RepoSpec, *, timeout: float, what: str | None = None,
              deadline: Callable[[], float | None] = lambda: None):
-        """The repo's lock, held (see `hold`)."""
+        """The repo's lock, held (see `hold`). Every write or delete in a repo holds it, so this is where a repo
+        with a folder leading out of the cache, the state dir or the link root is refused (73), before
+        anything is created or removed through it."""
+        atomic.refuse_escapes(self.layout.guarded_folders(spec))
         lease = self.policy.kind == "lease"
         return hold(self.layout.lock_file(spec, lease=lease), timeout=timeout, what=what or str(spec),
-                    deadline=deadline, lease=self.policy.stale if lease else None)
+                    deadline=deadline, lease=self.policy.stale if lease else None, root=self.layout.state_dir)
 
 
 @contextlib.contextmanager
@@ -113,15 +116,17 @@ def hold(
     deadline: Callable[[], float | None] = lambda: None,
     log_interval: float = WAIT_LOG_INTERVAL,
     lease: float | None = None,
+    root: Path | None = None,
 ) -> Iterator[None]:
     """Hold the lock at `path`, logging a "still waiting" line every `log_interval` seconds.
 
     Raise TransientError after `timeout` seconds, or sooner if `deadline()`
-    says fewer seconds are left. `lease`: a lease with this stale time instead of a flock.
+    says fewer seconds are left. `lease`: a lease with this stale time instead of a flock. `root`: the lock's
+    folder must really lie inside it (a `locks/` folder planted as a link out is refused, 73).
     """
     from filelock import FileLock, Timeout  # deferred: a cached start never locks
 
-    atomic.make_dirs(path.parent)
+    atomic.make_parent(path, root)
     if lease is None:
         lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False)
     else:

@@ -11,21 +11,23 @@ repo lock, so they never delete under a running preload.
 
 from __future__ import annotations
 
-import shutil
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFoundError, TransientError
+from ..errors import NotFoundError, TransientError, UnsafePathError
 from ..spec import RepoSpec
-from . import evict, hashing, records, store, trees
+from . import atomic, evict, hashing, records, store, trees
 from .dedup import DedupReport, duplicates, replace_with_link
 from .evict import Removal, RemovalReport
 from .integrity import SnapshotCheck, check_snapshot, drop_bad_files
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan, snapshot_blobs
 from .layout import Layout, parse_folder_name
 from .locks import RepoLocks
+
+logger = logging.getLogger(__name__)
 
 
 def _layout(target: Layout | str | Path) -> Layout:
@@ -94,9 +96,14 @@ def verify(cache: Layout | str | Path, specs: Iterable[RepoSpec] | None = None, 
     for repo, commit in _snapshots(scan(lay), lay, specs):
         spec = RepoSpec(repo.repo_type, repo.repo_id, commit)
         check = check_snapshot(lay, spec, commit)
+        if check.unsafe is not None:
+            if repair:
+                atomic.refuse_escapes(lay.guarded_folders(spec), "repair")
+            results.append(check)
+            continue
         old = records.read(lay, spec, commit)
         if check.broken or (repair and old is None):
-            lay.record_file(spec, commit).unlink(missing_ok=True)
+            atomic.remove(lay.record_file(spec, commit), lay.roots)
         if repair and (check.broken or old is None):
             with (locking or RepoLocks.auto(lay)).hold(spec, timeout=lock_timeout):
                 _repair(lay, spec, commit, check, hub)
@@ -149,16 +156,24 @@ def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions
         current = targets.get(repo.path, (repo, set()))[1]
         if current is not None:
             targets[repo.path] = (repo, current | {commit})
+    for repo, _ in targets.values():  # refused before anything goes, dry run or not
+        if repo.unsafe is not None:
+            raise UnsafePathError(f"refusing to remove {repo.repo_type} {repo.repo_id}: {repo.unsafe}; remove the "
+                                  f"link itself (`rm {repo.path}` removes the link, not what it points at)")
+    going: set[Path] = set()
     for repo, commits in targets.values():
         if dry_run:
             report.removed += [Removal(repo.repo_type, repo.repo_id, r.commit, r.size, "requested", r.last_used)
                                for r in repo.revisions if commits is None or r.commit in commits]
+            going |= evict.going_blobs(lay, repo, commits)
             continue
         with (locking or RepoLocks.auto(lay)).hold(repo.spec, timeout=lock_timeout,
                                                     what=f"{repo.repo_type} {repo.repo_id}"):
             removed, freed = evict.remove_commits(lay, repo.path, commits, "requested")
         report.removed += removed
         report.freed += freed
+    if dry_run:  # the blobs of every repo at once: a file hard-linked or stored once for several counts once
+        report.freed = evict.freed_by(going, lay.cache_dir)
     return report
 
 
@@ -184,6 +199,8 @@ def prune(cache: Layout | str | Path, *, max_size: int | None = None, older_than
         if too_old or too_big:
             size -= _evict(lay, locking, repo, rev, "older than bound" if too_old else "over size bound", report,
                            gone)
+    report.skipped += [f"{repo.repo_type} {repo.repo_id}: unsafe: {repo.unsafe}" for repo in info.repos
+                       if repo.unsafe is not None]
     if leftovers:
         _clean_leftovers(lay, locking, info, grace, now, report)
     return report
@@ -217,6 +234,10 @@ def _evict(lay: Layout, locking: RepoLocks, repo: RepoInfo, rev: RevisionInfo, r
         except TransientError:
             report.skipped.append(f"{repo.repo_type} {repo.repo_id}@{rev.commit[:12]}: locked")
             return 0
+        except UnsafePathError as error:  # a folder turned into a link out since the scan: not followed
+            logger.warning("%s", error)
+            report.skipped.append(f"{repo.repo_type} {repo.repo_id}@{rev.commit[:12]}: unsafe: {error}")
+            return 0
     report.freed += freed
     return freed
 
@@ -226,8 +247,15 @@ def _clean_leftovers(lay: Layout, locking: RepoLocks, info: CacheInfo, grace: fl
     """Partial downloads and temp files past `grace`; what other tools left of ours (dangling `latest`
     and alias links, records of snapshots that are gone); blobs no snapshot links to any more."""
     for repo in info.repos:
-        _collect_unused(lay, locking, repo.spec, now - grace, report)
+        if repo.unsafe is None:
+            _collect_unused(lay, locking, repo.spec, now - grace, report)
     for path in evict.stale_leftovers(lay, info, grace, now) + evict.dangling(lay, info):
+        try:
+            atomic.ensure_inside(path, atomic.root_of(path, lay.roots), "delete")
+        except UnsafePathError as error:  # reached through a folder leading elsewhere: never followed
+            logger.warning("%s", error)
+            report.skipped.append(f"{path}: unsafe: {error}")
+            continue
         if report.dry_run:
             report.leftovers.append(str(path))
             continue
@@ -235,11 +263,15 @@ def _clean_leftovers(lay: Layout, locking: RepoLocks, info: CacheInfo, grace: fl
         try:
             if spec is not None:  # a preload resuming this repo holds its lock: leave its files alone
                 with locking.hold(spec, timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
-                    _remove_path(path)
+                    atomic.remove(path, lay.roots)
             else:
-                _remove_path(path)
+                atomic.remove(path, lay.roots)
         except TransientError:
             report.skipped.append(f"{path}: locked")
+            continue
+        except UnsafePathError as error:  # its repo has a folder leading out: nothing of it is touched
+            logger.warning("%s", error)
+            report.skipped.append(f"{path}: unsafe: {error}")
             continue
         report.leftovers.append(str(path))
 
@@ -251,7 +283,7 @@ def _collect_unused(lay: Layout, locking: RepoLocks, spec: RepoSpec, before: flo
         return
     if report.dry_run:
         report.leftovers += [str(blob) for blob in unused]
-        report.freed += sum(store.freed_with(blob, set(unused), lay.cache_dir) for blob in unused)
+        report.freed += evict.freed_by(set(unused), lay.cache_dir)
         return
     try:
         with locking.hold(spec, timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
@@ -259,6 +291,10 @@ def _collect_unused(lay: Layout, locking: RepoLocks, spec: RepoSpec, before: flo
             report.freed += evict.collect_blobs(lay, spec, older_than=before)
     except TransientError:
         report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unused blobs: locked")
+        return
+    except UnsafePathError as error:
+        logger.warning("%s", error)
+        report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unsafe: {error}")
         return
     report.leftovers += [str(blob) for blob in unused if blob in still]
 
@@ -288,13 +324,6 @@ def _exclusive_size(lay: Layout, repo: RepoInfo, rev: RevisionInfo, gone: set[Pa
     return sum(store.freed_with(blob, everything_going, lay.cache_dir) for blob in going)
 
 
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def dedup(cache: Layout | str | Path, *, dry_run: bool = False, lock_timeout: float = 0,
           locking: RepoLocks | None = None) -> DedupReport:
     """Make byte-identical blobs of several repos one file (hard links on one filesystem); report the
@@ -316,7 +345,10 @@ def dedup(cache: Layout | str | Path, *, dry_run: bool = False, lock_timeout: fl
             spec = _repo_of(lay, other)
             try:
                 with locking.hold(spec, timeout=lock_timeout, what=f"{spec.repo_type} {spec.repo_id}"):
-                    report.saved += replace_with_link(keep, other)
+                    report.saved += replace_with_link(keep, other, lay.cache_dir)
             except TransientError:
                 report.skipped.append(f"{other}: locked")
+            except UnsafePathError as error:
+                logger.warning("%s", error)
+                report.skipped.append(f"{other}: unsafe: {error}")
     return report

@@ -41,10 +41,11 @@ class Completeness:
     wanted: dict[str, int]
     missing: tuple[str, ...]
     present: bool = False  # the snapshot folder exists, complete or not
+    unsafe: str | None = None  # a folder of the repo leads out of the cache: nothing there is trusted
 
     @property
     def complete(self) -> bool:
-        return self.record is not None and not self.missing
+        return self.record is not None and not self.missing and self.unsafe is None
 
     @property
     def size(self) -> int:
@@ -53,6 +54,8 @@ class Completeness:
     @property
     def detail(self) -> str:
         """Why the snapshot is not usable, for messages; `complete at <commit>` when it is."""
+        if self.unsafe is not None:
+            return f"unsafe: {self.unsafe}"
         if self.commit is None:
             return "never downloaded here (no ref for this revision)"
         if self.record is None and not self.present:
@@ -93,7 +96,8 @@ _LOCAL = object()  # check()'s default: the commit refs/ or the pin names
 
 
 def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, *, include: tuple[str, ...] = (),
-          exclude: tuple[str, ...] = (), as_recorded: bool = False, trust_tree: bool = False) -> Completeness:
+          exclude: tuple[str, ...] = (), as_recorded: bool = False, trust_tree: bool = False,
+          contained: bool = True) -> Completeness:
     """Is `commit` (default: what the request means locally) complete for this selection?
 
     Wanted are the files of the commit's listing that `include`/`exclude` select, or, with
@@ -101,7 +105,13 @@ def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, 
     A file is missing when the record does not cover it at its size, or it is absent or of
     another size on disk (links to blobs followed). `trust_tree`: without our record, huggingface_hub's
     tree listing (`trees/<commit>.json`) says what the commit holds (a cache only huggingface_hub wrote).
+    A repo with a folder leading out of the cache (`Layout.guarded_folders`) is never complete; `contained`
+    False skips that check, for read-only tiers we never write or delete in.
     """
+    unsafe = atomic.first_escape(layout.guarded_folders(spec)) if contained else None
+    if unsafe is not None:
+        commit = spec.revision if spec.is_commit else None
+        return Completeness(spec, commit, None, {}, (), unsafe=unsafe)
     commit = local_commit(layout, spec) if commit is _LOCAL else commit
     record = read(layout, spec, commit) if commit else None
     if record is None and commit and trust_tree:
@@ -149,6 +159,7 @@ def read(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
 
 
 def write(layout: Layout, spec: RepoSpec, record: Record) -> None:
+    atomic.refuse_escapes(layout.guarded_folders(spec))  # never call complete what lies outside the cache
     record.completed_at = time.time()
     data = {
         "version": VERSION,
@@ -167,7 +178,8 @@ def mark_used(layout: Layout, spec: RepoSpec, commit: str, now: float | None = N
 
     File access times are often disabled (noatime), so use is recorded explicitly.
     """
-    atomic.write_text(layout.used_file(spec, commit), f"{time.time() if now is None else now:.3f}\n")
+    atomic.write_text(layout.used_file(spec, commit), f"{time.time() if now is None else now:.3f}\n",
+                      root=layout.state_dir)
 
 
 def last_used(layout: Layout, spec: RepoSpec, commit: str) -> float | None:
@@ -178,15 +190,17 @@ def last_used(layout: Layout, spec: RepoSpec, commit: str) -> float | None:
 
 
 def mark_started(layout: Layout, spec: RepoSpec, commit: str) -> None:
-    """Note a download in progress, so prune can tell our abandoned partial snapshots from others'."""
-    atomic.write_text(layout.partial_file(spec, commit), f"{time.time():.3f}\n")
+    """Note a download in progress, so prune can tell our abandoned partial snapshots from others'. The first
+    write of a download: a repo with a folder leading out of the cache is refused here (73)."""
+    atomic.refuse_escapes(layout.guarded_folders(spec))
+    atomic.write_text(layout.partial_file(spec, commit), f"{time.time():.3f}\n", root=layout.state_dir)
 
 
 def clear_started(layout: Layout, spec: RepoSpec, commit: str) -> None:
-    layout.partial_file(spec, commit).unlink(missing_ok=True)
+    atomic.remove(layout.partial_file(spec, commit), layout.roots)
 
 
 def forget(layout: Layout, spec: RepoSpec, commit: str) -> None:
     """Drop every record we keep about a snapshot."""
     for path in (layout.record_file(spec, commit), layout.used_file(spec, commit), layout.partial_file(spec, commit)):
-        path.unlink(missing_ok=True)
+        atomic.remove(path, layout.roots)

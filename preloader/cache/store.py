@@ -5,13 +5,20 @@ A Xet file lives once per cache at `<cache>/blobs/<2 hex>/<xet hash>` (the folde
 entry's `.refs` manifest, and a `.lock` beside it serialises publication, new references and removal.
 Telling a store link from a blob, and the layout's names, needs no import. Freeing and publishing
 entries goes through huggingface_hub's own functions, so its locks and manifests are honoured exactly.
+A store, or a prefix folder of it, that is a symlink leading out of the cache is not the cache's: its
+entries are not counted, freed or written (`atomic.leads_out`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
+
+from . import atomic
+
+logger = logging.getLogger(__name__)
 
 STORE_DIR = "blobs"
 MARKER = ".huggingface-shared-blobs"
@@ -35,6 +42,11 @@ def entries(cache_dir: Path) -> dict[Path, int]:
     found: dict[Path, int] = {}
     if not is_on(cache_dir):
         return found
+    outside = atomic.leads_out(store_dir(cache_dir), cache_dir)
+    if outside is not None:
+        logger.warning("the shared blob store %s leads to %s, outside the cache: not counted or freed",
+                       store_dir(cache_dir), outside)
+        return found
     for prefix in os.scandir(store_dir(cache_dir)):
         if len(prefix.name) != 2 or not prefix.is_dir(follow_symlinks=False):
             continue
@@ -55,6 +67,11 @@ def target(blob: Path, cache_dir: Path) -> Path | None:
     store = store_dir(cache_dir)
     if entry.parent.parent != store or not _HASH.fullmatch(entry.name) or entry.parent.name != entry.name[:2]:
         return None
+    outside = atomic.leads_out(entry.parent, cache_dir)
+    if outside is not None:  # a store folder leading elsewhere: the link is just a link, its target not ours
+        logger.warning("%s links into %s, which leads to %s, outside the cache: the entry is left alone",
+                       blob, entry.parent, outside)
+        return None
     return entry if entry.is_file() and not entry.is_symlink() else None
 
 
@@ -65,6 +82,7 @@ def sweep(entries_: set[Path], cache_dir: Path) -> int:
     another repo still links is kept (and its manifest tidied), and missing or unreadable metadata
     keeps it too.
     """
+    entries_ = {entry for entry in entries_ if atomic.leads_out(entry.parent, cache_dir) is None}
     if not entries_:
         return 0
     from huggingface_hub.utils._shared_blobs import sweep_shared_blob
@@ -105,5 +123,6 @@ def publish(blob: Path, entry_name: str, size: int, cache_dir: Path) -> bool:
     it again: every repo linking the entry then reads the right bytes."""
     from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
 
+    atomic.ensure_inside(store_dir(cache_dir) / entry_name[:2] / entry_name, cache_dir)
     return publish_blob_to_shared_store(blob_path=str(blob), xet_hash=entry_name, cache_dir=cache_dir,
                                         expected_size=size, replace_existing=True)

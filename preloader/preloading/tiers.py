@@ -32,7 +32,9 @@ class Tiers:
         s = self.settings
         for tier in self.layouts:
             args = (commit,) if commit else ()
-            state = records.check(tier, spec, *args, include=s.include, exclude=s.exclude, trust_tree=True)
+            # Read where it is, never written or deleted in: a tier may well be a farm of links to other mounts.
+            state = records.check(tier, spec, *args, include=s.include, exclude=s.exclude, trust_tree=True,
+                                  contained=False)
             if state.complete and _linked_blobs(tier, state) is not None:
                 return tier, state
         return None
