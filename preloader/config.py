@@ -18,6 +18,7 @@ from typing import Literal
 from .cache.layout import Layout, absolute
 from .errors import ConfigError
 from .logs import TOKEN_SHAPE
+from .metrics import parse_addr
 from .options import DEFAULT_ENDPOINT, OPTIONS, OPTIONS_BY_NAME, TOKEN_VARS, LogFormat, LogLevel, Option, TransferKind
 from .spec import RepoSpec, dedupe, parse_list
 from .units import parse_duration, parse_size
@@ -70,6 +71,8 @@ class Settings:
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     debug: bool = False
+    metrics_addr: tuple[str, int] | None = None  # (host, port) of the /metrics endpoint
+    metrics_file: str | None = None
     shared_blobs_disabled: bool = False  # huggingface_hub's HF_HUB_DISABLE_SHARED_BLOBS / HF_HUB_DISABLE_XET
 
     @property
@@ -193,6 +196,8 @@ class _Loader:
             if text.lower() not in option.choices:
                 raise ValueError(text)
             return text.lower()
+        if option.kind == "address":
+            return parse_addr(text)
         if option.kind == "list":
             return tuple(item.strip() for item in text.split(",") if item.strip())
         return text
@@ -207,6 +212,7 @@ class _Loader:
             "count": "expected a whole number of at least 1",
             "size": "expected a size like 500M, 64MiB or 2G",
             "warm": "expected " + WarmMode.FORMS,
+            "address": "expected [HOST]:PORT, e.g. :9400 or 127.0.0.1:9400",
         }.get(option.kind, "expected one of " + ", ".join(option.choices))
 
     def repos(self, name: str, repo_type: str) -> tuple[RepoSpec, ...]:
@@ -296,4 +302,4 @@ class _Loader:
 # Settings whose parsed value goes into Settings as it is.
 _PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
           "parallel_threshold", "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos",
-          "service_offline", "export_token", "log_format", "log_level", "debug")
+          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file")
