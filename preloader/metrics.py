@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, DiskError
+from .errors import ConfigError, DiskError, UnavailableError
 from .logs import event
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,11 @@ class Exporter:
 
     def __init__(self, metrics: Metrics, addr: tuple[str, int] | None, path: str | Path | None,
                  every: float = FILE_EVERY) -> None:
-        from prometheus_client import CollectorRegistry  # only here: a plain start never imports it
+        try:
+            from prometheus_client import CollectorRegistry  # only here: a plain start never imports it
+        except ImportError:
+            raise UnavailableError("metrics need the prometheus-client package: pip install 'hf-preloader[metrics]', "
+                                   "or unset PRELOADER_METRICS_ADDR and PRELOADER_METRICS_FILE") from None
 
         self.metrics = metrics
         self.registry = CollectorRegistry(auto_describe=True)
