@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import urllib.request
 
 import pytest
@@ -167,3 +168,46 @@ def test_a_failed_run_shows_its_exit_code_and_failed_state(hub, cache, tmp_path)
     assert value(fams, "preloader_exit_code") == 66
     assert value(fams, "preloader_repo_state", repo="org/no-such-model", type="model", state="failed") == 1
     assert not fams["preloader_last_success_timestamp_seconds"].samples
+
+
+def test_warm_writes_warm_bytes_and_seconds(hub, cache, tmp_path):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
+    assert run_preloader(["run"], env).returncode == 0
+    path = tmp_path / "warm.prom"
+    proc = run_preloader(["warm", MODEL, "--metrics-file", str(path)], env)
+    assert proc.returncode == 0, proc.stderr
+    fams = families(path.read_text())
+    warmed = value(fams, "preloader_warm_bytes")
+    assert warmed > 0 and f"bytes={int(warmed)}" in proc.stderr
+    assert value(fams, "preloader_warm_seconds") >= 0 and value(fams, "preloader_exit_code") == 0
+
+
+def test_wait_serves_waiting_then_complete(hub, cache, tmp_path):
+    path = tmp_path / "wait.prom"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
+    assert run_preloader(["run"], env).returncode == 0
+    proc = run_preloader(["wait", "--metrics-file", str(path)], env)
+    assert proc.returncode == 0, proc.stderr
+    fams = families(path.read_text())
+    assert value(fams, "preloader_repo_state", repo=MODEL, type="model", state="complete") == 1
+    assert value(fams, "preloader_repo_wanted_files", repo=MODEL, type="model") > 0
+    assert value(fams, "preloader_last_success_timestamp_seconds") > 0
+
+
+def test_the_hand_off_ends_the_endpoint_and_writes_the_file_first(hub, cache, tmp_path):
+    """The exec'd service finds the port closed (exit 0, else 3) and the textfile already complete."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "handoff.prom"
+    probe = ("import socket,sys,pathlib\n"
+             f"text = pathlib.Path({str(path)!r}).read_text()\n"
+             "assert 'state=\"complete\",type=\"model\"} 1.0' in text, text\n"
+             f"try: socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+             "except ConnectionRefusedError: sys.exit(0)\n"
+             "sys.exit(3)\n")
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_METRICS_ADDR=f"127.0.0.1:{port}",
+                        PRELOADER_METRICS_FILE=str(path))
+    proc = run_preloader(["run", "--", sys.executable, "-c", probe], env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"metrics.listen addr=127.0.0.1:{port}" in proc.stderr
