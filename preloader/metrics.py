@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, DiskError, UnavailableError
@@ -27,14 +26,15 @@ STATES = ("waiting_lock", "resolving", "downloading", "verifying", "complete", "
 FILE_EVERY = 5.0  # seconds between two writes of PRELOADER_METRICS_FILE
 
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses, in this module: it is imported on every start, and each dataclass costs
+# about a millisecond to create (measured with -X importtime).
 class Spec:
     """One metric as Prometheus shows it: `name` is the exposed name (counters end in `_total`)."""
 
-    name: str
-    kind: str  # gauge | counter
-    help: str
-    labels: tuple[str, ...] = ()
+    __slots__ = ("name", "kind", "help", "labels")
+
+    def __init__(self, name: str, kind: str, help: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.kind, self.help, self.labels = name, kind, help, labels  # kind: gauge | counter
 
 
 _REPO = ("repo", "type")
@@ -84,40 +84,36 @@ def parse_addr(text: str) -> tuple[str, int] | None:
     return host or "0.0.0.0", int(port)
 
 
-@dataclass
 class _Repo:
-    wanted_bytes: int = 0
-    disk_bytes: int = 0
-    downloaded: int = 0
-    wanted_files: int = 0
-    done_files: int = 0
-    state: str = "resolving"
-    started: float = 0.0
-    fetch_started: float | None = None
-    fetch_from: int = 0  # disk bytes when the download began: the rate counts only this run's
-    ready_seconds: float | None = None
+    __slots__ = ("wanted_bytes", "disk_bytes", "downloaded", "wanted_files", "done_files", "state", "started",
+                 "fetch_started", "fetch_from", "ready_seconds")
+
+    def __init__(self, started: float) -> None:
+        self.wanted_bytes = self.disk_bytes = self.downloaded = self.wanted_files = self.done_files = 0
+        self.state = "resolving"
+        self.started = started
+        self.fetch_started: float | None = None
+        self.fetch_from = 0  # disk bytes when the download began: the rate counts only this run's
+        self.ready_seconds: float | None = None
 
 
-@dataclass
 class Metrics:
     """The state of this process's preloads, updated from any thread; read by `samples()`."""
 
-    clock: Callable[[], float] = time.monotonic
-    volume: str | None = None  # the cache dir: its free bytes, read at each scrape
-    repos: dict[tuple[str, str], _Repo] = field(default_factory=dict)
-    counters: dict[str, float] = field(default_factory=dict)
-    gauges: dict[str, float] = field(default_factory=dict)
-    retries: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        self.gauges["preloader_start_time_seconds"] = time.time()
+    def __init__(self, clock: Callable[[], float] = time.monotonic, volume: str | None = None) -> None:
+        self.clock = clock
+        self.volume = volume  # the cache dir: its free bytes, read at each scrape
+        self.repos: dict[tuple[str, str], _Repo] = {}
+        self.counters: dict[str, float] = {}
+        self.gauges: dict[str, float] = {"preloader_start_time_seconds": time.time()}
+        self.retries: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def _repo(self, spec) -> _Repo:
         """`spec`: anything with repo_id and repo_type (a RepoSpec, a PreloadResult)."""
         key = (spec.repo_id, spec.repo_type)
         if key not in self.repos:
-            self.repos[key] = _Repo(started=self.clock())
+            self.repos[key] = _Repo(self.clock())
         return self.repos[key]
 
     def state(self, spec, state: str) -> None:
@@ -375,10 +371,11 @@ def serving(addr: tuple[str, int] | None, path: str | Path | None, volume: str |
         served.close()
 
 
-@dataclass
 class Served:
-    metrics: Metrics
-    exporter: Exporter | None
+    """What `serving` yields: the metrics to feed, and `close()` to end their export early."""
+
+    def __init__(self, metrics: Metrics, exporter: Exporter | None) -> None:
+        self.metrics, self.exporter = metrics, exporter
 
     def close(self) -> None:
         if self.exporter is not None:

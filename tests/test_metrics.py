@@ -211,3 +211,20 @@ def test_the_hand_off_ends_the_endpoint_and_writes_the_file_first(hub, cache, tm
     proc = run_preloader(["run", "--", sys.executable, "-c", probe], env)
     assert proc.returncode == 0, proc.stderr
     assert f"metrics.listen addr=127.0.0.1:{port}" in proc.stderr
+
+
+def test_retries_by_reason_and_origin_requests(hub, cache, tmp_path):
+    from localhub import Status
+
+    hub.add_rule(f"/api/models/{MODEL}/revision/", Status(503, times=1))
+    path = tmp_path / "retry.prom"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_METRICS_FILE=str(path))
+    proc = run_preloader(["run"], env)
+    assert proc.returncode == 0, proc.stderr
+    fams = families(path.read_text())
+    retries = {s.labels["reason"]: s.value for s in fams["preloader_retries"].samples}
+    assert retries == {"HubUnreachable": 1}, retries
+    files = value(fams, "preloader_repo_wanted_files", repo=MODEL, type="model")
+    assert value(fams, "preloader_origin_requests_total") == 2 + files  # two resolves, one download per file
+    assert value(fams, "preloader_origin_bytes_total") == sum(
+        r.body_bytes for r in hub.requests(method="GET", path_contains="/resolve/"))
