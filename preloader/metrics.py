@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 STATES = ("waiting_lock", "resolving", "downloading", "verifying", "complete", "failed")
 FILE_EVERY = 5.0  # seconds between two writes of PRELOADER_METRICS_FILE
+POLL = 0.02  # how often the endpoint's thread looks for a shutdown: what closing it costs, at most
 
 
 # Plain classes, not dataclasses, in this module: it is imported on every start, and each dataclass costs
@@ -276,14 +277,29 @@ class Exporter:
             self._thread.start()
 
     def _listen(self, addr: tuple[str, int]) -> None:
-        from prometheus_client import start_http_server
+        # prometheus_client's start_http_server, but serving with a short poll interval: its default (0.5 s) is
+        # what `shutdown()` waits at the hand-off, and every start with metrics on would pay it.
+        import socket
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+                pass  # one line per scrape on stderr would drown the preloader's own
 
         host, port = addr
         try:
-            self.server, _ = start_http_server(port, addr=host, registry=self.registry)
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                           flags=socket.AI_PASSIVE)[0]
+            server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+            self.server = make_server(sockaddr[0], port, make_wsgi_app(self.registry), server_class,
+                                      handler_class=Quiet)
         except OSError as error:
             raise ConfigError(f"cannot serve metrics on {host}:{port} ({error.strerror or error}); "
                               "check PRELOADER_METRICS_ADDR (another process may hold the port)") from None
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": POLL}, name="preloader-metrics",
+                         daemon=True).start()
         self.address = self.server.server_address[:2]
         event(logger, "metrics.listen", addr=f"{self.address[0]}:{self.address[1]}")
 
