@@ -86,13 +86,12 @@ def parse_addr(text: str) -> tuple[str, int] | None:
 
 
 class _Repo:
-    __slots__ = ("wanted_bytes", "disk_bytes", "downloaded", "wanted_files", "done_files", "state", "started",
+    __slots__ = ("wanted_bytes", "disk_bytes", "downloaded", "wanted_files", "done_files", "state",
                  "fetch_started", "fetch_from", "ready_seconds")
 
-    def __init__(self, started: float) -> None:
+    def __init__(self) -> None:
         self.wanted_bytes = self.disk_bytes = self.downloaded = self.wanted_files = self.done_files = 0
         self.state = "resolving"
-        self.started = started
         self.fetch_started: float | None = None
         self.fetch_from = 0  # disk bytes when the download began: the rate counts only this run's
         self.ready_seconds: float | None = None
@@ -114,7 +113,7 @@ class Metrics:
         """`spec`: anything with repo_id and repo_type (a RepoSpec, a PreloadResult)."""
         key = (spec.repo_id, spec.repo_type)
         if key not in self.repos:
-            self.repos[key] = _Repo(self.clock())
+            self.repos[key] = _Repo()
         return self.repos[key]
 
     def state(self, spec, state: str) -> None:
@@ -187,6 +186,7 @@ class Metrics:
         """Every metric's samples as (label values, value), consistent with one another."""
         from . import __version__
 
+        free = _free_bytes(self.volume)  # outside the lock: a slow network volume must not stall the download
         with self._lock:
             now = self.clock()
             out: dict[str, list] = {spec.name: [] for spec in METRICS}
@@ -226,7 +226,6 @@ class Metrics:
                 out[name].append(((), value))
             out["preloader_cache_size_bytes"].append(
                 ((), sum(r.wanted_bytes for r in self.repos.values() if r.state == "complete")))
-            free = _free_bytes(self.volume)
             if free is not None:
                 out["preloader_cache_free_bytes"].append(((), free))
             out["preloader_build_info"].append(((__version__,), 1))

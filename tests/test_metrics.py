@@ -228,3 +228,15 @@ def test_retries_by_reason_and_origin_requests(hub, cache, tmp_path):
     assert value(fams, "preloader_origin_requests_total") == 2 + files  # two resolves, one download per file
     assert value(fams, "preloader_origin_bytes_total") == sum(
         r.body_bytes for r in hub.requests(method="GET", path_contains="/resolve/"))
+
+
+def test_metrics_without_prometheus_client_is_69_with_what_to_install(monkeypatch, tmp_path):
+    from preloader.errors import UnavailableError
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # what `import` sees where it is not installed
+    with pytest.raises(UnavailableError) as error:
+        with serving(None, tmp_path / "p.prom"):
+            pytest.fail("the body ran")
+    assert error.value.exit_code == 69
+    assert str(error.value) == ("metrics need the prometheus-client package: pip install 'hf-preloader[metrics]', "
+                                "or unset PRELOADER_METRICS_ADDR and PRELOADER_METRICS_FILE")
