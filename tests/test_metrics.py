@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -240,3 +241,41 @@ def test_metrics_without_prometheus_client_is_69_with_what_to_install(monkeypatc
     assert error.value.exit_code == 69
     assert str(error.value) == ("metrics need the prometheus-client package: pip install 'hf-preloader[metrics]', "
                                 "or unset PRELOADER_METRICS_ADDR and PRELOADER_METRICS_FILE")
+
+
+def test_a_lock_wait_shows_as_waiting_lock_then_counts_its_seconds(hub, cache, tmp_path):
+    """Another process holds the repo's lock: the endpoint says waiting_lock until it is released."""
+    import subprocess
+
+    from preloader.cache.locks import RepoLocks
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "lock.prom"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_METRICS_ADDR=f"127.0.0.1:{port}",
+                        PRELOADER_METRICS_FILE=str(path), PRELOADER_LOCK="flock")
+    layout = Settings.load({"PRELOADER_CACHE_DIR": str(cache)}).layout
+    waiting = 'preloader_repo_state{repo="org/tiny-model",state="waiting_lock",type="model"} 1.0'
+    with RepoLocks.auto(layout, "flock").hold(RepoSpec("model", MODEL), timeout=10):
+        proc = subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # waiting for an event (the state), not ordering by sleeping
+                try:
+                    if waiting in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode():
+                        break
+                except OSError:
+                    pass  # not listening yet
+                assert time.monotonic() < deadline and proc.poll() is None, "never seen waiting for the lock"
+                time.sleep(0.05)
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    fams = families(path.read_text())
+    assert value(fams, "preloader_lock_wait_seconds_total") > 0  # it was seen waiting before the release
+    assert value(fams, "preloader_repo_state", repo=MODEL, type="model", state="complete") == 1
