@@ -140,6 +140,11 @@ class Metrics:
             repo.disk_bytes = min(repo.wanted_bytes, repo.disk_bytes + count)
             self.counters["preloader_origin_bytes_total"] = self.counters.get("preloader_origin_bytes_total", 0) + count
 
+    def discarded(self, spec, on_disk: int) -> None:
+        """The partial files were removed: `on_disk` bytes of whole files are left."""
+        with self._lock:
+            self._repo(spec).disk_bytes = on_disk
+
     def complete(self, spec, *, files: int, size: int, seconds: float) -> None:
         with self._lock:
             repo = self._repo(spec)

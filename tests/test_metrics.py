@@ -279,3 +279,47 @@ def test_a_lock_wait_shows_as_waiting_lock_then_counts_its_seconds(hub, cache, t
     fams = families(path.read_text())
     assert value(fams, "preloader_lock_wait_seconds_total") > 0  # it was seen waiting before the release
     assert value(fams, "preloader_repo_state", repo=MODEL, type="model", state="complete") == 1
+
+
+def test_sigterm_mid_download_leaves_143_and_failed_in_the_textfile(hub, cache, tmp_path):
+    import signal
+    import subprocess
+
+    from localhub import Drip
+
+    hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p, Drip(500_000))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "term.prom"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL="org/big-model", PRELOADER_METRICS_FILE=str(path),
+                        PRELOADER_METRICS_ADDR=f"127.0.0.1:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "preloader", "run", "--", "true"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    downloading = 'preloader_repo_state{repo="org/big-model",state="downloading",type="model"} 1.0'
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # waiting for the state, an event
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                if downloading in text and value(families(text), "preloader_repo_downloaded_bytes_total",
+                                                 repo="org/big-model", type="model") > 0:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "never seen downloading"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    fams = families(path.read_text())
+    assert value(fams, "preloader_exit_code") == 143
+    assert value(fams, "preloader_repo_state", repo="org/big-model", type="model", state="failed") == 1
+    assert 0 < value(fams, "preloader_repo_downloaded_bytes_total", repo="org/big-model", type="model") < 12 * 2**20
+    # The partial weights were removed; what is left on disk is the small files that were complete.
+    left = sum(f.stat().st_size for f in (cache / "models--org--big-model" / "blobs").iterdir())
+    assert value(fams, "preloader_repo_disk_bytes", repo="org/big-model", type="model") == left < 2**20

@@ -246,6 +246,7 @@ class Preloader:
             raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
             remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
+            self.metrics.discarded(spec, sum(p.wanted.values()) - sum(f.size for f in p.missing(self.layout)))
             raise
         self.metrics.state(spec, "verifying")
         still = p.missing(self.layout)
