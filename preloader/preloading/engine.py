@@ -245,8 +245,10 @@ class Preloader:
         except TransientError:
             raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
-            remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
+            # Whole files stay (a partial never counts as one): measured first, so that nothing comes between
+            # removing the partials and the exit.
             self.metrics.discarded(spec, sum(p.wanted.values()) - sum(f.size for f in p.missing(self.layout)))
+            remove_partials(self.layout, spec)  # a signal, the deadline, a full disk: leave nothing half-done
             raise
         self.metrics.state(spec, "verifying")
         still = p.missing(self.layout)
