@@ -20,6 +20,7 @@ from .cache.layout import Layout, absolute
 from .errors import ConfigError, listed
 from .keywords import REPO_LISTS, as_text, expected, unknown
 from .logs import TOKEN_SHAPE, shown
+from .metrics import parse_addr
 from .options import DEFAULT_ENDPOINT, OPTIONS, OPTIONS_BY_NAME, TOKEN_VARS, LogFormat, LogLevel, Option, TransferKind
 from .spec import RepoSpec, dedupe, parse_given, parse_list
 from .tokens import TokenFileError, read_token_file, secrets_in, token_problem
@@ -73,6 +74,8 @@ class Settings:
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     debug: bool = False
+    metrics_addr: tuple[str, int] | None = None  # (host, port) of the /metrics endpoint
+    metrics_file: str | None = None
     shared_blobs_disabled: bool = False  # huggingface_hub's HF_HUB_DISABLE_SHARED_BLOBS / HF_HUB_DISABLE_XET
 
     @property
@@ -208,6 +211,8 @@ class _Loader:
             if text.lower() not in option.choices:
                 raise ValueError(text)
             return text.lower()
+        if option.kind == "address":
+            return parse_addr(text)
         if option.kind == "list":
             return tuple(item.strip() for item in text.split(",") if item.strip())
         return text
@@ -325,4 +330,4 @@ def endpoint_problem(url: str) -> str | None:
 # Settings whose parsed value goes into Settings as it is.
 _PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
           "parallel_threshold", "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos",
-          "service_offline", "export_token", "log_format", "log_level", "debug")
+          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file")

@@ -34,6 +34,7 @@ def expected(option: Option) -> str:
         "warm": "expected " + WarmMode.FORMS,
         "list": "expected a string of comma-separated items or a list of strings",
         "str": "expected a string",
+        "address": "expected [HOST]:PORT, e.g. :9400 or 127.0.0.1:9400",
     }.get(option.kind, "expected one of " + ", ".join(option.choices))
 
 

@@ -27,7 +27,7 @@ class Option:
     flag: str
     help: str
     default: str = ""
-    kind: str = "str"  # str | list | bool | duration | count | size | choice | warm
+    kind: str = "str"  # str | list | bool | duration | count | size | choice | warm | address
     fallbacks: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
     # The valid range of a duration (seconds), size (bytes) or count; the help text says it in `range_text`'s words.
@@ -163,6 +163,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "PRELOADER_LOG_LEVEL", "--log-level",
            "Least severe log level shown.", default="info", kind="choice",
            choices=get_args(LogLevel)),
+    Option("metrics_addr", "PRELOADER_METRICS_ADDR", "--metrics-addr",
+           "Serve Prometheus metrics at http://ADDR/metrics (:9400, 0.0.0.0:9400, 127.0.0.1:0) from the start "
+           "until the hand-off, and for as long as a long-running form lives; off when empty.", kind="address"),
+    Option("metrics_file", "PRELOADER_METRICS_FILE", "--metrics-file",
+           "Write the same metrics to this file (atomically) every few seconds and at exit, success or failure, "
+           "for node_exporter's textfile collector (name it *.prom)."),
     Option("debug", "PRELOADER_DEBUG", "--debug",
            "Show tracebacks for errors.", default="0", kind="bool"),
 )

@@ -8,7 +8,10 @@
 #   catatonit (podman builds the pause image of a pod's infra container from it: without it every
 #   `podman kube play` of tests/test_kubernetes.py fails), bindfs (FUSE mounts that stand in for nodes
 #   sharing one volume, in tests/test_fleet.py), tinyproxy (a real CONNECT proxy, in
-#   tests/test_proxy_tunnel.py; its service is not started), kubernetes-client where no kubectl is
+#   tests/test_proxy_tunnel.py; its service is not started), prometheus and prometheus-node-exporter (a
+#   real Prometheus scraping `preloader run` and node_exporter's textfile collector, in tests/test_metrics*.py;
+#   the tests start their own on free loopback ports and the packages' services are not started),
+#   kubernetes-client where no kubectl is
 #   (kustomize in tests/test_kubernetes.py), containernetworking-plugins, iptables and ca-certificates.
 #   Beyond what those packages install, it changes nothing of the machine's configuration: no file under
 #   /etc/containers/ is written.
@@ -19,8 +22,8 @@
 # Not root, or not Debian, with a package missing: prints what is missing and exits 1, so CI fails loudly.
 set -euo pipefail
 
-packages=(podman runc docker-compose debootstrap catatonit bindfs tinyproxy)
-commands=(podman runc docker-compose debootstrap catatonit bindfs tinyproxy)
+packages=(podman runc docker-compose debootstrap catatonit bindfs tinyproxy prometheus prometheus-node-exporter)
+commands=(podman runc docker-compose debootstrap catatonit bindfs tinyproxy prometheus prometheus-node-exporter)
 
 missing=()
 for c in "${commands[@]}"; do
@@ -40,6 +43,13 @@ if ((${#missing[@]})); then
   fi
   echo "install-system-deps: installing ${packages[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # Debian's postinst scripts start prometheus, node_exporter and tinyproxy as services: a policy-rc.d that
+  # refuses (101) keeps them stopped, for this install only, where the machine has none of its own.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${packages[@]}" \
     containernetworking-plugins iptables ca-certificates >/dev/null

@@ -296,6 +296,9 @@ def adapt_pod(spec: dict, pod_meta: dict, *, suffix: str, images: dict, host_pat
         for source in c.get("envFrom", []):
             source["configMapRef"]["name"] += suffix
         c.pop("ports", None)  # podman 4.3 refuses port mappings on the host's network, even unpublished ones
+        for e in c.get("env", []):
+            if e["name"] == "PRELOADER_METRICS_ADDR":
+                e["value"] = "127.0.0.1:0"  # host networking: any free port, never one the machine uses
         if c["image"] == images["app"]:
             c.setdefault("env", []).append({"name": "APP_PORT", "value": "0"})  # host networking: any free port
 
@@ -508,3 +511,53 @@ def test_podman_cannot_run_jobs_or_daemonsets(podman, tmp_path):
         path.write_text(yaml.safe_dump(kind_named(kind, name)))
         proc = sh("podman", "kube", "play", path, check=False)
         assert proc.returncode != 0 and "does not contain any supported kube kind" in proc.stderr, proc.stderr
+
+
+# -- metrics ------------------------------------------------------------------------------------------------------
+
+PODMONITOR = MANIFESTS / "monitoring" / "podmonitor.yaml"
+
+
+def test_every_preloader_that_downloads_exposes_metrics_and_is_scraped():
+    """The port named `metrics` (9400), PRELOADER_METRICS_ADDR on it, and the prometheus.io annotations."""
+    scraped = set()
+    for doc in workloads():
+        spec = pod_spec(doc)
+        for c in containers(spec):
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if "PRELOADER_TOKEN_FILE" not in env:  # not a preloader that downloads
+                continue
+            assert env["PRELOADER_METRICS_ADDR"] == ":9400", c["name"]
+            assert {"name": "metrics", "containerPort": 9400} in c["ports"], c["name"]
+            annotations = doc["spec"]["template"]["metadata"]["annotations"]
+            assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9400",
+                                   "prometheus.io/path": "/metrics"}
+            scraped.add(doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"])
+    assert scraped == {"hf-app-init", "hf-cache-fill", "hf-cache-prewarm"}
+    (monitor,) = load(PODMONITOR)
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    (selector,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert (selector["key"], selector["operator"], set(selector["values"])) == ("app.kubernetes.io/name", "In", scraped)
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "10s"}]
+    assert PODMONITOR.name not in yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
+
+
+def test_the_podmonitor_cannot_be_validated_by_kubernetes_validate():
+    """It ships Kubernetes' own schemas only: the PodMonitor is documented as not validated. When a version
+    can load the CRD's schema this fails, and the PodMonitor should be validated like the rest."""
+    (monitor,) = load(PODMONITOR)
+    with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
+        kubernetes_validate.validate(monitor, kubernetes_versions()[-1], strict=True)
+    assert "not validated" in PODMONITOR.read_text()
+
+
+def test_the_node_daemonset_writes_the_textfile_for_node_exporter():
+    spec = pod_spec(kind_named("DaemonSet", "hf-cache-prewarm"))
+    (main,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["PRELOADER_METRICS_FILE"] == "/textfile/hf-preloader.prom"
+    assert {"name": "textfile", "mountPath": "/textfile"} in main["volumeMounts"]
+    assert volume(spec, "textfile")["hostPath"] == {"path": "/var/lib/hf-preloader/textfile",
+                                                    "type": "DirectoryOrCreate"}
+    (owner,) = spec["initContainers"]
+    assert "/textfile" in owner["command"][-1] and {"name": "textfile", "mountPath": "/textfile"} in owner["volumeMounts"]

@@ -8,7 +8,7 @@ import sys
 from conftest import ROOT, preloader_env, run_preloader
 
 MODEL = "org/tiny-model"
-HEAVY = ("huggingface_hub", "filelock", "tenacity", "torch", "safetensors", "transformers")
+HEAVY = ("huggingface_hub", "filelock", "tenacity", "torch", "safetensors", "transformers", "prometheus_client")
 
 
 def imported(stderr: str) -> set[str]:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import click
 
 from ..api import warm
+from ..metrics import serving
 from ..options import OPTIONS
 from ..preloading import entrypoint
 from ..spec import parse_specs
@@ -88,7 +89,7 @@ def pull(specs, datasets_only, **flags):
 
 
 @click.command(name="warm")
-@settings_options(names=CACHE_SETTINGS + ("warm", "warm_lock", "dtype"))
+@settings_options(names=CACHE_SETTINGS + ("warm", "warm_lock", "dtype", "metrics_addr", "metrics_file"))
 @click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
 @reports_errors
 def warm_command(specs, **flags):
@@ -99,7 +100,9 @@ def warm_command(specs, **flags):
     """
     s = load_settings(flags)
     mode = "page-cache" if s.warm.kind == "none" else s.warm  # "none" means nothing to do here
-    reports = warm(parse_specs(list(specs), "model"), mode=mode, dtype=s.dtype, lock=s.warm_lock, cache_dir=s.cache_dir,
-                   state_dir=s.state_dir)
-    if s.warm_lock and any(r and r.locked_bytes for r in reports):
-        entrypoint.hold_until_stopped()
+    with serving(s.metrics_addr, s.metrics_file, s.cache_dir) as served:
+        reports = warm(parse_specs(list(specs), "model"), mode=mode, dtype=s.dtype, lock=s.warm_lock,
+                       cache_dir=s.cache_dir, state_dir=s.state_dir)
+        served.metrics.warmed(reports)
+        if s.warm_lock and any(r and r.locked_bytes for r in reports):
+            entrypoint.hold_until_stopped()

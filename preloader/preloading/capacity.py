@@ -16,9 +16,9 @@ from .results import PreloadResult
 logger = logging.getLogger(__name__)
 
 
-def preload_within(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
+def preload_within(settings: Settings, *, progress: bool = False, metrics=None) -> list[PreloadResult]:
     """Preload what `settings` ask for, then hold the cache within PRELOADER_MAX_CACHE_SIZE."""
-    preloader = Preloader(settings, progress=progress)
+    preloader = Preloader(settings, progress=progress, metrics=metrics)
     results = preloader.run()
     keep_within(settings.layout, settings.max_cache_size, results, preloader.locks)
     return results

@@ -19,6 +19,7 @@ from ..cache.records import Completeness, Record
 from ..config import Settings
 from ..errors import ConfigError, DiskError, NotFoundError, TransientError
 from ..logs import Clock, event
+from ..metrics import Metrics
 from ..spec import RepoSpec
 from .deadline import Deadline
 from .heal import remove_damaged
@@ -46,8 +47,10 @@ class Pending:
 class Preloader:
     """Runs a plan against one cache. Never prints or exits: it logs and raises PreloaderError."""
 
-    def __init__(self, settings: Settings, *, progress: bool = False, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, settings: Settings, *, progress: bool = False, sleep: Callable[[float], None] = time.sleep,
+                 metrics: Metrics | None = None):
         self.settings = settings
+        self.metrics = metrics or Metrics()  # fed whether or not anyone exports it: one code path
         self.layout = settings.layout
         self.deadline = Deadline(settings.timeout)
         self.progress = progress
@@ -79,6 +82,7 @@ class Preloader:
                 done = {id(p): self.download(p, progress) for p in pending}
             outcomes = [done[id(o)] if isinstance(o, Pending) else o for o in outcomes]
         self.link_latest(outcomes)
+        self.metrics.succeeded()
         event(logger, "done", repos=len(outcomes), bytes_fetched=sum(r.bytes_fetched for r in outcomes),
               bytes_reused=sum(r.bytes_reused for r in outcomes), secs=clock.seconds())
         return outcomes
@@ -111,6 +115,7 @@ class Preloader:
         """Settle a repo from the cache if possible; else resolve it online and say what it needs."""
         clock = Clock()
         s = self.settings
+        self.metrics.state(spec, "resolving")
         cached = self.state(spec)
         if cached.complete and (spec.is_commit or s.offline):
             return self.publish(cached, clock, fetched=0, source="cache")
@@ -128,7 +133,7 @@ class Preloader:
         attempts = 1 if cached.complete or self.tiers.find(spec) is not None else s.retries
         try:
             commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
-                                     sleep=self.sleep)(self.hub.resolve, spec)
+                                     sleep=self.sleep, on_retry=self.metrics.retry)(self.resolve, spec)
         except HubUnreachable as error:
             tiered = None if cached.complete else self.from_tier(spec, clock, source="tier-fallback")
             if tiered is not None:
@@ -151,6 +156,10 @@ class Preloader:
         if online.complete:
             return self.publish(online, clock, fetched=0, source="hub")
         return self.from_tier(spec, clock, commit) or Pending(spec, commit, files, wanted, clock)
+
+    def resolve(self, spec: RepoSpec):
+        self.metrics.add("preloader_origin_requests_total")
+        return self.hub.resolve(spec)
 
     def from_tier(self, spec: RepoSpec, clock: Clock, commit: str | None = None,
                   source: str = "tier") -> PreloadResult | None:
@@ -196,7 +205,10 @@ class Preloader:
         return total
 
     def download(self, p: Pending, progress) -> PreloadResult:
+        self.metrics.state(p.spec, "waiting_lock")
+        asked = time.monotonic()
         with self.locks.hold(p.spec, timeout=self.settings.lock_timeout, deadline=self.deadline.left):
+            self.metrics.add("preloader_lock_wait_seconds_total", time.monotonic() - asked)
             # Another process may have finished it while we waited for the lock.
             fetched = 0 if self.state(p.spec, p.commit).complete else self.fetch(p, progress)
             return self.publish(self.state(p.spec, p.commit), p.clock, fetched=fetched, source="hub")
@@ -215,14 +227,23 @@ class Preloader:
         clock = Clock()
         records.mark_started(self.layout, spec, commit)
         received = [0]  # over the network, every attempt; a blob linked from another repo is not counted
+        self.metrics.state(spec, "downloading")
+        self.metrics.wanted(spec, files=len(p.wanted), size=sum(p.wanted.values()),
+                            done_files=len(p.wanted) - len(todo), on_disk=sum(p.wanted.values()) - total)
 
         def on_bytes(count: int) -> None:
             received[0] += count
             progress.add(count)
+            self.metrics.received(spec, count)
+
+        def attempt() -> None:
+            missing = p.missing(self.layout)
+            self.metrics.add("preloader_origin_requests_total", len(missing))
+            self.hub.fetch(spec, commit, missing, on_bytes=on_bytes)
 
         try:
-            retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep)(
-                lambda: self.hub.fetch(spec, commit, p.missing(self.layout), on_bytes=on_bytes))
+            retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep,
+                     on_retry=self.metrics.retry)(attempt)
         except TransientError:
             raise  # the hub gave out: keep the ranges on disk, the next run resumes them
         except BaseException:
@@ -230,10 +251,14 @@ class Preloader:
             # waited for, but write nothing more once stopped.
             if self._hub is not None:
                 self._hub.stop_writing()
+            # Whole files stay (a partial never counts as one): measured first, so that nothing comes between
+            # removing the partials and the exit.
+            self.metrics.discarded(spec, sum(p.wanted.values()) - sum(f.size for f in p.missing(self.layout)))
             remove_partials(self.layout, spec)
             if not self.layout.snapshot_dir(spec, commit).exists():
                 records.clear_started(self.layout, spec, commit)  # nothing of it on disk: nothing to mark
             raise
+        self.metrics.state(spec, "verifying")
         still = p.missing(self.layout)
         if still:  # changed under us after a checked download: another writer, or a failing volume
             raise TransientError(f"{spec}: files missing or of the wrong size right after their download: "
@@ -264,8 +289,8 @@ class Preloader:
         optional.write("last use", records.mark_used, layout, spec, commit)
         return self.ready(PreloadResult.of(layout, state, fetched=fetched, seconds=clock.seconds(), source=source))
 
-    @staticmethod
-    def ready(result: PreloadResult) -> PreloadResult:
+    def ready(self, result: PreloadResult) -> PreloadResult:
+        self.metrics.ready_result(result)
         event(logger, "ready", repo=result.repo_id, type=result.repo_type, rev=result.revision,
               commit=result.commit, files=result.files, fetched=result.bytes_fetched, reused=result.bytes_reused,
               source=result.source, secs=result.seconds)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from ..config import Settings
 from ..logs import event, flush
+from ..metrics import serving
 from . import handoff, signals
 from .capacity import preload_within
 from .results import PreloadResult
@@ -21,6 +22,12 @@ logger = logging.getLogger(__name__)
 def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], *, progress: bool = False) -> None:
     """Preload, warm as asked, then exec `command` (same PID) or, with none, return (or hold locked pages)."""
     check_hand_over(settings, command)
+    with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
+        _run(settings, command, environ, progress, served)
+
+
+def _run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], progress: bool, served) -> None:
+    served.metrics.plan(settings.repos)
     warming = settings.warm.kind != "none"  # the warm modules are not imported on a plain start (a hot path)
     if settings.warm.kind == "gpu":  # fail before downloading anything, not after
         from ..warm.gpu import require_device
@@ -31,38 +38,45 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
         logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
         lock = False
     signals.install(settings.timeout)
-    results = preload_within(settings, progress=progress)
+    results = preload_within(settings, progress=progress, metrics=served.metrics)
     if warming:
         from ..api import warm_results
 
-        warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
+        served.metrics.warmed(warm_results(results, settings.warm, dtype=settings.dtype, lock=lock))
     if settings.prepare_datasets:
         from .datasets import prepare
 
         prepare(settings, results, environ)
     signals.uninstall()
     if command:
-        hand_over(settings, results, command, environ)
+        hand_over(settings, results, command, environ, served.close)
     elif lock:
         hold_until_stopped()
 
 
 def pull(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
     """Preload, within the capacity, and return the results: `preloader pull` at a shell."""
-    signals.install(settings.timeout)
-    results = preload_within(settings, progress=progress)
-    signals.uninstall()
-    return results
+    with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
+        served.metrics.plan(settings.repos)
+        signals.install(settings.timeout)
+        results = preload_within(settings, progress=progress, metrics=served.metrics)
+        signals.uninstall()
+        return results
 
 
 def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str]) -> None:
     """Wait (no network) until every snapshot is complete, then exec `command` or return."""
     check_hand_over(settings, command)
-    signals.install()
-    results = wait_ready(settings, timeout=settings.timeout)
-    signals.uninstall()
-    if command:
-        hand_over(settings, results, command, environ)
+    with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
+        served.metrics.plan(settings.repos, "waiting_lock")  # another process's preload
+        signals.install()
+        results = wait_ready(settings, timeout=settings.timeout)
+        signals.uninstall()
+        for result in results:
+            served.metrics.ready_result(result)
+        served.metrics.succeeded()
+        if command:
+            hand_over(settings, results, command, environ, served.close)
 
 
 def check_hand_over(settings: Settings, command: Sequence[str]) -> None:
@@ -74,8 +88,9 @@ def check_hand_over(settings: Settings, command: Sequence[str]) -> None:
 
 
 def hand_over(settings: Settings, results: list[PreloadResult], command: Sequence[str],
-              environ: Mapping[str, str]) -> None:
+              environ: Mapping[str, str], before_exec=lambda: None) -> None:
     manifest = handoff.write_manifest(settings, results, environ)
+    before_exec()  # the metrics' last write and the end of their endpoint: exec ends this process's Python
     handoff.exec_service(command, handoff.service_env(environ, settings, results, manifest))
 
 

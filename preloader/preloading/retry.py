@@ -55,6 +55,7 @@ def retrying(
     seconds_left: Callable[[], float | None] = lambda: None,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
+    on_retry: Callable[[str], None] = lambda reason: None,
 ) -> Retrying:
     """Retry TransientError up to `attempts` times; a server's Retry-After wins over backoff (capped)."""
     # tenacity costs start-up time, and a cached start never retries anything.
@@ -80,6 +81,7 @@ def retrying(
             logger, "retry", logging.WARNING, what=what, attempt=state.attempt_number,
             of=attempts, wait=f"{state.upcoming_sleep:.1f}s", error=error,
         )
+        on_retry(type(error).__name__)  # the error's class: a bounded label, never a message
 
     return Retrying(
         stop=stop_any(stop_after_attempt(attempts), out_of_time),
