@@ -134,6 +134,9 @@ def test_read_only_commands_report_the_folder_as_a_problem(preloaded, hub, cache
     assert verify.returncode == 1
     check = next(c for c in json.loads(verify.stdout)["snapshots"] if c["repo_id"] == MODEL)
     assert not check["ok"] and str(moved) in check["unsafe"]
+    text = run(["verify", MODEL], env, expect=1)
+    assert text.returncode == 1 and f"BROKEN  model {MODEL}@" in text.stdout and "not checked: " in text.stdout \
+        and str(moved) in text.stdout
     repair = run(["verify", "--repair", MODEL], env, expect=73)
     assert repair.returncode == 73 and str(moved) in repair.stderr
     assert inventory(preloaded) == before

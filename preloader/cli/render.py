@@ -91,6 +91,8 @@ def verify_text(checks: list[SnapshotCheck]) -> str:
         detail = "; ".join(f"{kind}: {', '.join(files)}" for kind, files in
                            (("missing", c.missing), ("truncated", c.truncated), ("corrupt", c.corrupt),
                             ("repaired", c.repaired)) if files)
+        if c.unsafe is not None:
+            detail = f"not checked: {c.unsafe}"
         lines.append(f"{'ok' if c.ok else 'BROKEN'}  {c.repo_type} {c.repo_id}@{c.commit[:12]}  "
                      f"{c.checked} files checked  {detail}".rstrip())
     return "\n".join(lines)
