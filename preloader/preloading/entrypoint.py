@@ -1,14 +1,20 @@
-"""The entrypoint's sequences, as `preloader run` and `preloader wait` perform them: preload (or wait),
-warm, then hand the process over to the service, or stay up holding locked pages, or return."""
+"""The entrypoint's sequences: preload (or wait), warm, then hand the process over to the service, or stay up
+holding locked pages, or return.
+
+`preload`, `wait_for` and `warm_cached` are what the Python API (`preloader.preload`, `wait`, `warm`, `Cache`)
+and the CLI (`run`, `pull`, `wait`, `warm`) both call, so a setting behaves the same from either; the CLI only
+adds its signal handlers and the hand-off (exec)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from ..cache import records
 from ..config import Settings
+from ..errors import NotFoundError
 from ..logs import event, flush
 from . import handoff, signals
 from .capacity import preload_within
@@ -21,25 +27,12 @@ logger = logging.getLogger(__name__)
 def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], *, progress: bool = False) -> None:
     """Preload, warm as asked, then exec `command` (same PID) or, with none, return (or hold locked pages)."""
     check_hand_over(settings, command)
-    warming = settings.warm.kind != "none"  # the warm modules are not imported on a plain start (a hot path)
-    if settings.warm.kind == "gpu":  # fail before downloading anything, not after
-        from ..warm.gpu import require_device
-
-        require_device(settings.warm.device)
     lock = settings.warm_lock and settings.warm.kind == "page-cache"
     if settings.warm_lock and command:
         logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
         lock = False
     signals.install(settings.timeout)
-    results = preload_within(settings, progress=progress)
-    if warming:
-        from ..api import warm_results
-
-        warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
-    if settings.prepare_datasets:
-        from .datasets import prepare
-
-        prepare(settings, results, environ)
+    results = preload(settings, environ, progress=progress, lock=lock)
     signals.uninstall()
     if command:
         hand_over(settings, results, command, environ)
@@ -47,10 +40,31 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
         hold_until_stopped()
 
 
-def pull(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
-    """Preload, within the capacity, and return the results: `preloader pull` at a shell."""
-    signals.install(settings.timeout)
+def preload(settings: Settings, environ: Mapping[str, str], *, progress: bool = False,
+            lock: bool | None = None) -> list[PreloadResult]:
+    """Everything `run` does before the hand-off: preload within the capacity (max_cache_size), warm as
+    `settings.warm` says, prepare the datasets (prepare_datasets, in a subprocess given `environ`).
+
+    `lock` (mlock the warmed pages) defaults to settings.warm_lock with page-cache warming."""
+    if settings.warm.kind == "gpu":  # fail before downloading anything, not after
+        from ..warm.gpu import require_device
+
+        require_device(settings.warm.device)
+    if lock is None:
+        lock = settings.warm_lock and settings.warm.kind == "page-cache"
     results = preload_within(settings, progress=progress)
+    warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
+    if settings.prepare_datasets:
+        from .datasets import prepare
+
+        prepare(settings, results, environ)
+    return results
+
+
+def pull(settings: Settings, environ: Mapping[str, str], *, progress: bool = False) -> list[PreloadResult]:
+    """`preload` under the CLI's signal handlers: `preloader pull` at a shell."""
+    signals.install(settings.timeout)
+    results = preload(settings, environ, progress=progress)
     signals.uninstall()
     return results
 
@@ -59,10 +73,41 @@ def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str])
     """Wait (no network) until every snapshot is complete, then exec `command` or return."""
     check_hand_over(settings, command)
     signals.install()
-    results = wait_ready(settings, timeout=settings.timeout)
+    results = wait_for(settings)
     signals.uninstall()
     if command:
         hand_over(settings, results, command, environ)
+
+
+def wait_for(settings: Settings) -> list[PreloadResult]:
+    """Block (no network) until every requested snapshot is complete; TransientError at settings.timeout."""
+    return wait_ready(settings, timeout=settings.timeout)
+
+
+def warm_results(results: Iterable[PreloadResult], mode, *, dtype=None, lock: bool = False) -> list:
+    """Warm every model among `results` as `mode` (a WarmMode) says; one WarmReport per model."""
+    if mode.kind == "none":
+        return []  # the warm modules are not imported on a plain start (a hot path)
+    from ..warm.snapshot import warm_snapshot
+
+    return [warm_snapshot(r.path, mode, repo=r.repo_id, dtype=dtype, lock=lock)
+            for r in results if r.repo_type == "model"]
+
+
+def warm_cached(settings: Settings) -> list:
+    """Warm the requested models, already complete in the cache (no network), as settings.warm says (page
+    cache when it says none); NotFoundError (66) for one that is not complete. One WarmReport each."""
+    results = []
+    for spec in settings.models:
+        state = records.check(settings.layout, spec, include=settings.include, exclude=settings.exclude)
+        if not state.complete:
+            raise NotFoundError(f"{spec} is not complete in the cache {settings.cache_dir}: {state.detail}; "
+                                "run `preloader run` first")
+        results.append(PreloadResult.of(settings.layout, state))
+    from ..warm.mode import WarmMode
+
+    mode = WarmMode("page-cache") if settings.warm.kind == "none" else settings.warm
+    return warm_results(results, mode, dtype=settings.dtype, lock=settings.warm_lock)
 
 
 def check_hand_over(settings: Settings, command: Sequence[str]) -> None:
