@@ -130,7 +130,9 @@ class Cache:
         return parse_specs([key], "model", "key", typed=True)[0]  # hf://datasets/... is a dataset
 
     def _state(self, key: str | RepoSpec):
-        return records.check(self.layout, self._spec(key))
+        # Complete as this cache's include/exclude see it, as its preload made it.
+        return records.check(self.layout, self._spec(key), include=self.settings.include,
+                             exclude=self.settings.exclude)
 
     def __contains__(self, key: object) -> bool:
         try:
