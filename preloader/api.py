@@ -14,8 +14,7 @@ the RunPod and PRELOADER_* variables are the CLI's and are not read here.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from . import logs
@@ -23,7 +22,6 @@ from .cache import records
 from .config import Settings
 from .errors import ConfigError
 from .preloading import entrypoint
-from .preloading.engine import Preloader
 from .preloading.entrypoint import warm_results
 from .preloading.results import PreloadResult
 from .spec import REPO_TYPES, RepoSpec, parse_given, parse_specs
@@ -67,9 +65,10 @@ def preload(models: Specs = None, datasets: Specs = None, **options) -> list[Pre
     return entrypoint.preload(settings_for(models, datasets, **options), os.environ)
 
 
-def preload_settings(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> list[PreloadResult]:
-    """Only the engine's part of a preload (no capacity, warming or datasets), with an injectable sleep."""
-    return Preloader(settings, sleep=sleep).run()
+def preload_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[PreloadResult]:
+    """`preload` for settings already loaded, e.g. the CLI's env-driven ones: `Settings.load(os.environ)`.
+    The same sequence (capacity, warming, datasets); `environ` is what `datasets`' subprocess inherits."""
+    return entrypoint.preload(settings, os.environ if environ is None else environ)
 
 
 def wait(models: Specs = None, datasets: Specs = None, **options) -> list[PreloadResult]:
