@@ -34,11 +34,11 @@ Specs = str | Iterable[str | RepoSpec] | None
 
 
 def settings_for(models: Specs = None, datasets: Specs = None, *, _names: dict[str, str] | None = None,
-                 _environ: Mapping[str, str] | None = None, **keywords) -> Settings:
+                 **keywords) -> Settings:
     """Settings from explicit arguments, any setting's name as a keyword (see `options.OPTIONS`), and where
     none is given huggingface_hub's env vars (`config.LIBRARY_VARS`; `cache_dir` is then $HF_HUB_CACHE, else
     $HF_HOME/hub, else ~/.cache/huggingface/hub). ConfigError for an unknown keyword or a bad value."""
-    environ = os.environ if _environ is None else _environ
+    environ = os.environ  # read by Settings.load for huggingface_hub's variables only (config.LIBRARY_VARS)
     keywords = {"models": models, "datasets": datasets, **keywords}
     for secret in secrets_in(environ, keywords):  # before anything that could fail and show one
         logs.add_secret(secret)
