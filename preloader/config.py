@@ -4,7 +4,12 @@
 dataclass. Flags win over env vars. Everything else in the package takes
 explicit arguments, so tests never patch module globals.
 
-What each setting is (env var, flag, default, help) is the table in `options`.
+The CLI reads every variable of the table; the Python API (`Settings.load(environ, keywords=...)`) reads only
+huggingface_hub's own (`LIBRARY_VARS`: HF_ENDPOINT, HF_HUB_CACHE/HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, ...), as
+every Hugging Face library does: the RunPod and PRELOADER_* variables are the CLI's.
+
+What each setting is (env var, flag, default, help) is the table in `options`; every default is parsed from
+it here (`DEFAULTS`), nowhere else.
 """
 
 from __future__ import annotations
@@ -16,22 +21,76 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .cache.layout import Layout, absolute
+from .cache.layout import HUB, Layout, absolute
 from .errors import ConfigError, listed
 from .keywords import REPO_LISTS, as_text, expected, unknown
 from .logs import TOKEN_SHAPE, shown
 from .metrics import parse_addr
-from .options import DEFAULT_ENDPOINT, OPTIONS, OPTIONS_BY_NAME, TOKEN_VARS, LogFormat, LogLevel, Option, TransferKind
+from .options import (
+    DEFAULT_CACHE,
+    DEFAULT_ENDPOINT,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    TOKEN_VARS,
+    LogFormat,
+    LogLevel,
+    Option,
+    TransferKind,
+)
 from .spec import RepoSpec, dedupe, parse_given, parse_list
 from .tokens import TokenFileError, read_token_file, secrets_in, token_problem
 from .units import parse_duration, parse_size
 from .warm.mode import Dtype, WarmMode
 
-__all__ = ["DEFAULT_ENDPOINT", "OPTIONS", "TOKEN_VARS", "Settings", "TransferKind", "debug_requested", "secrets_in"]
+__all__ = ["DEFAULTS", "DEFAULT_ENDPOINT", "LIBRARY_VARS", "OPTIONS", "TOKEN_VARS", "Settings", "TransferKind",
+           "debug_requested", "secrets_in"]
 
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# What the Python API reads from the environment where no argument says otherwise: huggingface_hub's own
+# conventions (HOME for the default cache, as huggingface_hub's expanduser does).
+LIBRARY_VARS = ("HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_CACHE",
+                "HF_HUB_DISABLE_SHARED_BLOBS", "HF_HUB_DISABLE_XET", "HOME")
+
+
+def convert(option: Option, text: str):
+    """The typed value of `text` for `option`, parsed within the option's range; ValueError if it is not one."""
+    text = text.strip()
+    least, most = option.bounds
+    if option.kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(text)
+    if option.kind == "duration":
+        return parse_duration(text, least, most)
+    if option.kind == "size":
+        return parse_size(text, int(least), int(most))
+    if option.kind == "warm":
+        return WarmMode.parse(text)
+    if option.kind == "count":
+        if not re.fullmatch(r"[0-9]{1,6}", text) or not least <= int(text) <= most:
+            raise ValueError(text)
+        return int(text)
+    if option.kind == "choice":
+        if text.lower() not in option.choices:
+            raise ValueError(text)
+        return text.lower()
+    if option.kind == "address":
+        return parse_addr(text)
+    if option.kind == "list":
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    return text
+
+
+# Every default, parsed from the table (`options.OPTIONS`), the one place it is written. A default that is a
+# description (`<state dir>/links`) is not a value: those settings default to None here and are derived.
+DEFAULTS: dict[str, object] = {
+    option.name: convert(option, option.default) if option.default and option.kind not in ("str", "list") else None
+    for option in OPTIONS
+}
 
 
 @dataclass(frozen=True)
@@ -43,37 +102,37 @@ class Settings:
     user: str | None = None
     token: str | None = field(default=None, repr=False)
     token_source: str | None = None
-    layout: Layout = field(default_factory=lambda: Layout.build("~/.cache/huggingface/hub"))
+    layout: Layout = field(default_factory=lambda: Layout.build(DEFAULT_CACHE))
     cache_dir_source: str = "default"
     read_caches: tuple[Path, ...] = ()
     endpoint: str = DEFAULT_ENDPOINT
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     timeout: float | None = None
-    lock: Literal["auto", "flock", "lease"] = "auto"
-    lease_stale: float = 30.0
-    lock_timeout: float = 3600.0
-    retries: int = 5
-    read_timeout: float = 30.0
-    workers: int = 8
-    transfer: TransferKind = "auto"
-    connections: int = 8
-    parallel_threshold: int = 64 * 1024**2
-    min_free: int = 1024**3
+    lock: Literal["auto", "flock", "lease"] = DEFAULTS["lock"]
+    lease_stale: float = DEFAULTS["lease_stale"]
+    lock_timeout: float = DEFAULTS["lock_timeout"]
+    retries: int = DEFAULTS["retries"]
+    read_timeout: float = DEFAULTS["read_timeout"]
+    workers: int = DEFAULTS["workers"]
+    transfer: TransferKind = DEFAULTS["transfer"]
+    connections: int = DEFAULTS["connections"]
+    parallel_threshold: int = DEFAULTS["parallel_threshold"]
+    min_free: int = DEFAULTS["min_free"]
     max_cache_size: int | None = None
-    warm: WarmMode = WarmMode("none")
-    warm_lock: bool = False
+    warm: WarmMode = DEFAULTS["warm"]
+    warm_lock: bool = DEFAULTS["warm_lock"]
     dtype: Dtype | None = None
-    offline: bool = False
+    offline: bool = DEFAULTS["offline"]
     offline_source: str | None = None
-    prepare_datasets: bool = False
-    require_repos: bool = False
-    service_offline: bool = True
-    export_token: bool = False
+    prepare_datasets: bool = DEFAULTS["prepare_datasets"]
+    require_repos: bool = DEFAULTS["require_repos"]
+    service_offline: bool = DEFAULTS["service_offline"]
+    export_token: bool = DEFAULTS["export_token"]
     manifest: Path | None = None
-    log_format: LogFormat = "text"
-    log_level: LogLevel = "info"
-    debug: bool = False
+    log_format: LogFormat = DEFAULTS["log_format"]
+    log_level: LogLevel = DEFAULTS["log_level"]
+    debug: bool = DEFAULTS["debug"]
     metrics_addr: tuple[str, int] | None = None  # (host, port) of the /metrics endpoint
     metrics_file: str | None = None
     shared_blobs_disabled: bool = False  # huggingface_hub's HF_HUB_DISABLE_SHARED_BLOBS / HF_HUB_DISABLE_XET
@@ -136,6 +195,8 @@ class _Loader:
         return self.names.get(name, name)
 
     def env(self, name: str) -> str | None:
+        if self.api and name not in LIBRARY_VARS:
+            return None  # the RunPod and PRELOADER_* variables are the CLI's
         # An empty value counts as unset: compose files often pass `${VAR:-}`.
         value = self.environ.get(name)
         return value if value not in (None, "") else None
@@ -187,35 +248,7 @@ class _Loader:
             self.problems.append(f"{source}={shown(text)}: {expected(option)}")
             return self.convert(option, option.default) if option.default else None
 
-    @staticmethod
-    def convert(option: Option, text: str):
-        text = text.strip()
-        least, most = option.bounds
-        if option.kind == "bool":
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError(text)
-        if option.kind == "duration":
-            return parse_duration(text, least, most)
-        if option.kind == "size":
-            return parse_size(text, int(least), int(most))
-        if option.kind == "warm":
-            return WarmMode.parse(text)
-        if option.kind == "count":
-            if not re.fullmatch(r"[0-9]{1,6}", text) or not least <= int(text) <= most:
-                raise ValueError(text)
-            return int(text)
-        if option.kind == "choice":
-            if text.lower() not in option.choices:
-                raise ValueError(text)
-            return text.lower()
-        if option.kind == "address":
-            return parse_addr(text)
-        if option.kind == "list":
-            return tuple(item.strip() for item in text.split(",") if item.strip())
-        return text
+    convert = staticmethod(convert)
 
     def repos(self, name: str, repo_type: str) -> tuple[RepoSpec, ...]:
         given = self.keywords.get(name)
@@ -259,10 +292,10 @@ class _Loader:
     def cache_dir(self) -> tuple[Path, str]:
         text, source = self.raw("cache_dir")
         if source == "HF_HOME":
-            return absolute(text) / "hub", "HF_HOME/hub"
+            return absolute(text) / HUB, "HF_HOME/hub"
         if text is None:
-            home = Path(self.environ.get("HOME") or Path.home())
-            return home / ".cache" / "huggingface" / "hub", "default"
+            home = self.env("HOME") or str(Path.home())
+            return absolute(DEFAULT_CACHE.replace("~", home, 1)), "default"
         return absolute(text), source
 
     def offline(self) -> tuple[bool, str | None]:

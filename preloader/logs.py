@@ -1,7 +1,9 @@
 """Logging set-up: one event per line on stderr, key=value or JSON, secrets scrubbed.
 
 Library modules only call `event(logger, "name", key=value, ...)` or the stdlib
-logger methods; handlers are attached here, by the CLI, and nowhere else.
+logger methods; handlers are attached here, by the CLI's `setup`, and nowhere else.
+Used as a library, the package leaves logging to the host: a NullHandler on its own
+logger, and no other package's logger touched.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
 
 _secrets: set[str] = set()
 _patterns: dict[str, re.Pattern[str]] = {}
+_adopted: tuple[str, ...] = ()  # other libraries' loggers the CLI routes through its handler (see `setup`)
 # The library's records go nowhere until the host configures logging (or the CLI calls `setup`): never to
 # Python's last-resort handler, which would print warnings of a library call on the host's stderr.
 logging.getLogger(PREFIX).addHandler(logging.NullHandler())
@@ -128,8 +131,12 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(data, default=str))
 
 
-def setup(log_format: str = "text", level: str = "info", secrets: Iterable[str | None] = ()) -> None:
-    """Attach the one stderr handler of the `preloader` logger tree."""
+def setup(log_format: str = "text", level: str = "info", secrets: Iterable[str | None] = (),
+          adopt: Iterable[str] = ()) -> None:
+    """Attach the one stderr handler of the `preloader` logger tree, and route the loggers of the libraries
+    named in `adopt` (huggingface_hub's) through it once they are imported (see `imported`). The CLI's alone:
+    a host process configures its own logging."""
+    global _adopted
     for secret in secrets:
         add_secret(secret)
     logger = logging.getLogger(PREFIX)
@@ -140,9 +147,20 @@ def setup(log_format: str = "text", level: str = "info", secrets: Iterable[str |
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    _adopted = tuple(adopt)
+    for name in _adopted:
+        if name in sys.modules:
+            _adopt(name)
 
 
-def adopt(name: str) -> None:
+def imported(name: str) -> None:
+    """Say that library `name` has just been imported. Where the CLI's `setup` asked for its logger (its import
+    attached a handler of its own), that logger now goes through ours; in a host's process, nothing happens."""
+    if name in _adopted:
+        _adopt(name)
+
+
+def _adopt(name: str) -> None:
     """Send another library's log records (huggingface_hub's) through our handler and format."""
     ours = logging.getLogger(PREFIX)
     theirs = logging.getLogger(name)

@@ -11,10 +11,12 @@ from .units import DAY, MAX_SIZE, YEAR, human_duration
 from .warm.mode import DTYPES
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_CACHE = "~/.cache/huggingface/hub"  # huggingface_hub's, where neither HF_HUB_CACHE nor HF_HOME is set
 TransferKind = Literal["auto", "hub", "parallel"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-# Where a token may come from: every value found in these is a secret before anything is validated.
+# Where a token may come from, the one list of them: every value found in these is a secret before anything is
+# validated, and none reaches the service (or `datasets`' subprocess) unless handed over on purpose.
 TOKEN_VARS = ("RUNPOD_HUGGINGFACE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
@@ -66,7 +68,7 @@ OPTIONS: tuple[Option, ...] = (
            "Read the token from this file, e.g. a compose or Kubernetes secret; pairs with the user."),
     Option("cache_dir", "PRELOADER_CACHE_DIR", "--cache-dir",
            "Hugging Face hub cache to fill (the `hub/` layout).",
-           default="$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub",
+           default=f"$HF_HUB_CACHE, else $HF_HOME/hub, else {DEFAULT_CACHE}",
            fallbacks=("HF_HUB_CACHE", "HF_HOME")),
     Option("read_caches", "PRELOADER_READ_CACHES", "--read-caches",
            "Read-only hub caches, colon-separated, never written: a snapshot complete in one is used where it "

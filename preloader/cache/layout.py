@@ -53,6 +53,15 @@ def parse_folder_name(name: str) -> tuple[str, str] | None:
     return prefix[:-1], rest.replace("--", "/")
 
 
+HUB = "hub"  # huggingface_hub's rule: HF_HUB_CACHE defaults to $HF_HOME/hub
+
+
+def hf_home_of(cache_dir: Path) -> Path | None:
+    """HF_HOME of a hub cache: the parent of a cache dir named `hub` (huggingface_hub's own rule), else None.
+    The one place that rule is written: the state dir, the datasets cache and the service's HF_HOME follow it."""
+    return cache_dir.parent if cache_dir.name == HUB else None
+
+
 def default_state_dir(cache_dir: Path) -> Path:
     """Our own files live outside the hub tree so `hf cache` tools see only theirs.
 
@@ -60,9 +69,8 @@ def default_state_dir(cache_dir: Path) -> Path:
     Otherwise the volume root may be the cache itself, and the only place in it
     that huggingface_hub's scanner skips is `.locks/`.
     """
-    if cache_dir.name == "hub":
-        return cache_dir.parent / "preloader"
-    return cache_dir / ".locks" / "preloader"
+    home = hf_home_of(cache_dir)
+    return home / "preloader" if home is not None else cache_dir / ".locks" / "preloader"
 
 
 def check_outside_hub(cache: Path, path: Path, what: str) -> None:
@@ -102,7 +110,7 @@ class Layout:
         if link_root:
             check_outside_hub(cache, absolute(link_root),
                               "the link root (PRELOADER_LINK_ROOT, --link-root, link_root=)")
-        home = cache.parent if cache.name == "hub" else None
+        home = hf_home_of(cache)
         datasets = absolute(datasets_cache) if datasets_cache else (home or state) / "datasets"
         return cls(cache, state, absolute(link_root) if link_root else state / "links", latest, datasets)
 
@@ -133,7 +141,7 @@ class Layout:
     @property
     def hf_home(self) -> Path | None:
         """HF_HOME for consumers: the parent of a cache dir named `hub` (huggingface_hub's own rule)."""
-        return self.cache_dir.parent if self.cache_dir.name == "hub" else None
+        return hf_home_of(self.cache_dir)
 
     # -- huggingface_hub's tree -------------------------------------------------------------------
     def repo_dir(self, spec: RepoSpec) -> Path:

@@ -75,7 +75,7 @@ def load_settings(flags: dict) -> Settings:
     for secret in secrets_in(os.environ, flags):
         logs.add_secret(secret)
     settings = Settings.load(os.environ, flags)
-    logs.setup(settings.log_format, settings.log_level)
+    logs.setup(settings.log_format, settings.log_level, adopt=("huggingface_hub",))
     folder_problem(settings.cache_dir, "cache dir", settings.cache_dir_source)
     folder_problem(settings.state_dir, "state dir", "PRELOADER_STATE_DIR")
     return settings

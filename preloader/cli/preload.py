@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import click
 
-from ..api import warm
 from ..metrics import serving
 from ..options import OPTIONS
 from ..preloading import entrypoint
 from ..spec import parse_specs
+from ..warm.mode import WarmMode
 from .base import CACHE_SETTINGS, load_settings, parse_spec_args, reports_errors, settings_options
 
 COMMAND = click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -82,9 +82,10 @@ def pull(specs, datasets_only, **flags):
     """
     s = load_settings(flags)
     wanted = parse_spec_args(specs, datasets_only)  # hf://datasets/... among them is a dataset
+    # Warming is not pull's (no --warm): PRELOADER_WARM in the environment is for `run`.
     s = replace(s, models=tuple(w for w in wanted if w.repo_type == "model"),
-                datasets=tuple(w for w in wanted if w.repo_type == "dataset"))
-    for result in entrypoint.pull(s, progress=sys.stderr.isatty()):
+                datasets=tuple(w for w in wanted if w.repo_type == "dataset"), warm=WarmMode("none"))
+    for result in entrypoint.pull(s, os.environ, progress=sys.stderr.isatty()):
         click.echo(result.path)
 
 
@@ -98,11 +99,9 @@ def warm_command(specs, **flags):
     Logs bytes, seconds, GB/s and the device per repo. With --warm-lock (page
     cache), stays up holding the pages until SIGTERM.
     """
-    s = load_settings(flags)
-    mode = "page-cache" if s.warm.kind == "none" else s.warm  # "none" means nothing to do here
+    s = replace(load_settings(flags), models=tuple(parse_specs(list(specs), "model")), datasets=())
     with serving(s.metrics_addr, s.metrics_file, s.cache_dir) as served:
-        reports = warm(parse_specs(list(specs), "model"), mode=mode, dtype=s.dtype, lock=s.warm_lock,
-                       cache_dir=s.cache_dir, state_dir=s.state_dir)
+        reports = entrypoint.warm_cached(s)
         served.metrics.warmed(reports)
         if s.warm_lock and any(r and r.locked_bytes for r in reports):
             entrypoint.hold_until_stopped()

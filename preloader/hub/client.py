@@ -4,7 +4,8 @@ Resolving and our own transfers need only the standard library. huggingface_hub,
 whose import (with its HTTP stack) is most of a cold start's CPU time, is imported
 only for the files it fetches itself: Xet files, or everything with
 PRELOADER_TRANSFER=hub. Every call gets an explicit endpoint, token and layout;
-nothing relies on env vars read at import.
+nothing relies on env vars read at import, and huggingface_hub's module globals are
+left as the host had them once a fetch returns (`_hub_globals`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import quote, urljoin
 
 from .. import logs
 from ..cache.layout import Layout
-from ..config import Settings, TransferKind
+from ..config import DEFAULTS, Settings, TransferKind
 from ..errors import HubDataError
 from ..spec import RepoSpec, is_commit
 from .connections import Connections
@@ -39,12 +42,12 @@ class Hub:
     endpoint: str
     layout: Layout
     token: str | None = None
-    workers: int = 8
-    transfer: TransferKind = "auto"
-    connections: int = 8
-    parallel_threshold: int = 64 * 1024**2
-    lock_timeout: float = 3600.0
-    read_timeout: float = 30.0
+    workers: int = DEFAULTS["workers"]
+    transfer: TransferKind = DEFAULTS["transfer"]
+    connections: int = DEFAULTS["connections"]
+    parallel_threshold: int = DEFAULTS["parallel_threshold"]
+    lock_timeout: float = DEFAULTS["lock_timeout"]
+    read_timeout: float = DEFAULTS["read_timeout"]
     tiers: tuple[Layout, ...] = ()  # read-only caches whose blobs are linked or copied, not downloaded
 
     @classmethod
@@ -174,18 +177,48 @@ class Hub:
             raise translate(error, spec, bool(self.token), file.path) from error
 
     def _hub_download(self, spec: RepoSpec, commit: str, file: RemoteFile) -> None:
-        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub import hf_hub_download
 
-        # huggingface_hub reads HF_HUB_OFFLINE once at import and offers no argument for it.
-        # We only get here after deciding to go online, so the decision must win.
-        constants.HF_HUB_OFFLINE = False
-        constants.HF_HUB_DOWNLOAD_TIMEOUT = self.read_timeout  # likewise read once at import
-        logs.adopt("huggingface_hub")
-        hf_hub_download(
-            spec.repo_id, file.path, repo_type=spec.repo_type, revision=commit, cache_dir=self.layout.cache_dir,
-            token=self.token or False, endpoint=self.endpoint,
-            tqdm_class=_silent_bars(),  # our own plan-wide progress covers it
-        )
+        logs.imported("huggingface_hub")  # its logger through the CLI's handler, in the CLI's process only
+        with _hub_globals(self.read_timeout):
+            hf_hub_download(
+                spec.repo_id, file.path, repo_type=spec.repo_type, revision=commit, cache_dir=self.layout.cache_dir,
+                token=self.token or False, endpoint=self.endpoint,
+                tqdm_class=_silent_bars(),  # our own plan-wide progress covers it
+            )
+
+
+# huggingface_hub reads HF_HUB_OFFLINE and HF_HUB_DOWNLOAD_TIMEOUT once, at import, into module globals, and
+# its download function takes no argument for either. We only fetch after deciding to go online (offline=False
+# wins over HF_HUB_OFFLINE=1), so for the length of a fetch they say what the settings say; then the host's
+# values come back, whatever happened. Downloads of several threads (or several Hub objects) overlap: the
+# first one in saves, the last one out restores.
+_globals_lock = threading.Lock()
+_globals_users = 0
+_globals_saved: dict[str, object] = {}
+
+
+@contextmanager
+def _hub_globals(read_timeout: float) -> Iterator[None]:
+    global _globals_users
+    from huggingface_hub import constants
+
+    wanted = {"HF_HUB_OFFLINE": False, "HF_HUB_DOWNLOAD_TIMEOUT": read_timeout}
+    with _globals_lock:
+        if _globals_users == 0:
+            _globals_saved.update({name: getattr(constants, name) for name in wanted})
+            for name, value in wanted.items():
+                setattr(constants, name, value)
+        _globals_users += 1
+    try:
+        yield
+    finally:
+        with _globals_lock:
+            _globals_users -= 1
+            if _globals_users == 0:
+                for name, value in _globals_saved.items():
+                    setattr(constants, name, value)
+                _globals_saved.clear()
 
 
 def _silent_bars():

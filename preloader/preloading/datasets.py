@@ -16,9 +16,10 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from ..config import TOKEN_VARS, Settings
+from ..config import Settings
 from ..errors import TransientError, UnavailableError
 from ..logs import Clock, event, redact
+from ..options import TOKEN_VARS
 from .results import PreloadResult
 
 logger = logging.getLogger(__name__)

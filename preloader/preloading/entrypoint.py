@@ -1,14 +1,20 @@
-"""The entrypoint's sequences, as `preloader run` and `preloader wait` perform them: preload (or wait),
-warm, then hand the process over to the service, or stay up holding locked pages, or return."""
+"""The entrypoint's sequences: preload (or wait), warm, then hand the process over to the service, or stay up
+holding locked pages, or return.
+
+`preload`, `wait_for` and `warm_cached` are what the Python API (`preloader.preload`, `wait`, `warm`, `Cache`)
+and the CLI (`run`, `pull`, `wait`, `warm`) both call, so a setting behaves the same from either; the CLI only
+adds its signal handlers and the hand-off (exec)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from ..cache import records
 from ..config import Settings
+from ..errors import NotFoundError
 from ..logs import event, flush
 from ..metrics import serving
 from . import handoff, signals
@@ -28,25 +34,12 @@ def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], 
 
 def _run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], progress: bool, served) -> None:
     served.metrics.plan(settings.repos)
-    warming = settings.warm.kind != "none"  # the warm modules are not imported on a plain start (a hot path)
-    if settings.warm.kind == "gpu":  # fail before downloading anything, not after
-        from ..warm.gpu import require_device
-
-        require_device(settings.warm.device)
     lock = settings.warm_lock and settings.warm.kind == "page-cache"
     if settings.warm_lock and command:
         logger.warning("--warm-lock is ignored with a command: exec would release the locked pages")
         lock = False
     signals.install(settings.timeout)
-    results = preload_within(settings, progress=progress, metrics=served.metrics)
-    if warming:
-        from ..api import warm_results
-
-        served.metrics.warmed(warm_results(results, settings.warm, dtype=settings.dtype, lock=lock))
-    if settings.prepare_datasets:
-        from .datasets import prepare
-
-        prepare(settings, results, environ)
+    results = preload(settings, environ, progress=progress, lock=lock, metrics=served.metrics)
     signals.uninstall()
     if command:
         hand_over(settings, results, command, environ, served.close)
@@ -54,12 +47,36 @@ def _run(settings: Settings, command: Sequence[str], environ: Mapping[str, str],
         hold_until_stopped()
 
 
-def pull(settings: Settings, *, progress: bool = False) -> list[PreloadResult]:
-    """Preload, within the capacity, and return the results: `preloader pull` at a shell."""
+def preload(settings: Settings, environ: Mapping[str, str], *, progress: bool = False,
+            lock: bool | None = None, metrics=None) -> list[PreloadResult]:
+    """Everything `run` does before the hand-off: preload within the capacity (max_cache_size), warm as
+    `settings.warm` says, prepare the datasets (prepare_datasets, in a subprocess given `environ`).
+
+    `lock` (mlock the warmed pages) defaults to settings.warm_lock with page-cache warming; `metrics` (a
+    `metrics.Metrics`) is told what happens."""
+    if settings.warm.kind == "gpu":  # fail before downloading anything, not after
+        from ..warm.gpu import require_device
+
+        require_device(settings.warm.device)
+    if lock is None:
+        lock = settings.warm_lock and settings.warm.kind == "page-cache"
+    results = preload_within(settings, progress=progress, metrics=metrics)
+    reports = warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
+    if metrics is not None and reports:
+        metrics.warmed(reports)
+    if settings.prepare_datasets:
+        from .datasets import prepare
+
+        prepare(settings, results, environ)
+    return results
+
+
+def pull(settings: Settings, environ: Mapping[str, str], *, progress: bool = False) -> list[PreloadResult]:
+    """`preload` under the CLI's signal handlers: `preloader pull` at a shell."""
     with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
         served.metrics.plan(settings.repos)
         signals.install(settings.timeout)
-        results = preload_within(settings, progress=progress, metrics=served.metrics)
+        results = preload(settings, environ, progress=progress, metrics=served.metrics)
         signals.uninstall()
         return results
 
@@ -70,13 +87,44 @@ def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str])
     with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
         served.metrics.plan(settings.repos, "waiting_lock")  # another process's preload
         signals.install()
-        results = wait_ready(settings, timeout=settings.timeout)
+        results = wait_for(settings)
         signals.uninstall()
         for result in results:
             served.metrics.ready_result(result)
         served.metrics.succeeded()
         if command:
             hand_over(settings, results, command, environ, served.close)
+
+
+def wait_for(settings: Settings) -> list[PreloadResult]:
+    """Block (no network) until every requested snapshot is complete; TransientError at settings.timeout."""
+    return wait_ready(settings, timeout=settings.timeout)
+
+
+def warm_results(results: Iterable[PreloadResult], mode, *, dtype=None, lock: bool = False) -> list:
+    """Warm every model among `results` as `mode` (a WarmMode) says; one WarmReport per model."""
+    if mode.kind == "none":
+        return []  # the warm modules are not imported on a plain start (a hot path)
+    from ..warm.snapshot import warm_snapshot
+
+    return [warm_snapshot(r.path, mode, repo=r.repo_id, dtype=dtype, lock=lock)
+            for r in results if r.repo_type == "model"]
+
+
+def warm_cached(settings: Settings) -> list:
+    """Warm the requested models, already complete in the cache (no network), as settings.warm says (page
+    cache when it says none); NotFoundError (66) for one that is not complete. One WarmReport each."""
+    results = []
+    for spec in settings.models:
+        state = records.check(settings.layout, spec, include=settings.include, exclude=settings.exclude)
+        if not state.complete:
+            raise NotFoundError(f"{spec} is not complete in the cache {settings.cache_dir}: {state.detail}; "
+                                "run `preloader run` first")
+        results.append(PreloadResult.of(settings.layout, state))
+    from ..warm.mode import WarmMode
+
+    mode = WarmMode("page-cache") if settings.warm.kind == "none" else settings.warm
+    return warm_results(results, mode, dtype=settings.dtype, lock=settings.warm_lock)
 
 
 def check_hand_over(settings: Settings, command: Sequence[str]) -> None:

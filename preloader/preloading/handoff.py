@@ -17,11 +17,9 @@ from .. import logs
 from ..cache import atomic
 from ..config import Settings
 from ..errors import ConfigError, DiskError, ServiceError
+from ..options import TOKEN_VARS
 from . import signals
 from .engine import PreloadResult
-
-# Where a token may hide in an inherited environment; none of them reaches the service unless asked.
-TOKEN_VARS = ("RUNPOD_HUGGINGFACE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def manifest(settings: Settings, results: Sequence[PreloadResult]) -> dict:
@@ -145,7 +143,7 @@ def service_env(
     environ: Mapping[str, str], settings: Settings, results: Sequence[PreloadResult], manifest_path: Path | None
 ) -> dict[str, str]:
     """The service's environment: ours, minus tokens, plus where the cache and the snapshots are."""
-    env = {k: v for k, v in environ.items() if k not in TOKEN_VARS}
+    env = {k: v for k, v in environ.items() if k not in TOKEN_VARS}  # none reaches the service unless asked
     env["HF_HUB_CACHE"] = str(hub_cache(settings, results))
     if settings.layout.hf_home is not None and env["HF_HUB_CACHE"] == str(settings.cache_dir):
         env["HF_HOME"] = str(settings.layout.hf_home)
