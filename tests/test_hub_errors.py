@@ -82,3 +82,13 @@ def test_the_connection_pool_raises_the_typed_error(hub):
     with pytest.raises(NotFoundError) as caught:
         Connections(5).get(f"{hub.url}/api/models/org/no-such-model/revision/main", {})
     assert isinstance(caught.value, StatusError) and caught.value.status in (401, 404)
+
+
+def test_offline_and_not_cached_is_its_own_error(tmp_path):
+    import preloader
+    from preloader.errors import NotCachedError
+
+    with pytest.raises(NotCachedError) as caught:
+        preloader.preload(models="org/m", cache_dir=tmp_path / "hub", offline=True)
+    assert caught.value.exit_code == 75
+    assert str(caught.value).startswith("model org/m@main is not complete in the cache and offline mode is on")

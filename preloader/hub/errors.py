@@ -24,7 +24,11 @@ from ..errors import (
 )
 from ..spec import RepoSpec
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+BUSY_STATUS = (408, 429)  # request timeout, too many requests; and any 5xx (a gateway's or CDN's 520-524 too)
+
+
+def _busy(status: int) -> bool:
+    return status in BUSY_STATUS or status >= 500
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -105,7 +109,7 @@ def status_error(status: int, url: str, headers) -> StatusError:
         return RefusedStatus(status, url, headers)
     if status == 404:
         return MissingStatus(status, url, headers)
-    if status in RETRYABLE_STATUS or status >= 500:  # a gateway's or CDN's own 5xx (520-524...) too
+    if _busy(status):
         return BusyStatus(status, url, headers)
     return UnexpectedStatus(status, url, headers)
 
@@ -157,7 +161,7 @@ def _by_status(cause: BaseException, where: str, token_set: bool) -> PreloaderEr
         return AuthError(f"{where}: the hub answered {status}; {hint}")
     if status == 404:
         return NotFoundError(f"{where}: the hub answered 404")
-    if status is not None and (status in RETRYABLE_STATUS or status >= 500):
+    if status is not None and _busy(status):
         return HubUnreachable(f"{where}: the hub answered {status}", _retry_after(cause))
     return None
 
