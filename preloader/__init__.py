@@ -9,8 +9,6 @@ The Python API for worker init code::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .api import Cache, preload, wait
 from .config import Settings
 from .errors import (
@@ -24,6 +22,7 @@ from .errors import (
 )
 from .preloading.results import PreloadResult
 from .spec import RepoSpec
+from .version import __version__ as __version__  # the one definition, which every layer can import
 
 __all__ = [
     "AuthError",

@@ -79,23 +79,21 @@ def check_space(s: Settings) -> Check:
     return Check("free space", "ok", text)
 
 
-def check_hub(s: Settings, timeout: float = 5.0) -> Check:
+def check_hub(s: Settings) -> Check:
+    """One API request over the transfer's own client (hub.client.Hub): what a download will meet."""
     if s.offline:
         return Check("hub reachable", "warn", f"not checked: offline mode ({s.offline_source})",
                      "unset PRELOADER_OFFLINE / HF_HUB_OFFLINE to download")
-    import urllib.error  # the probe's HTTP stack, for this check only
-    import urllib.request
+    from .hub.client import Hub  # the hub client, for this check only
+    from .hub.errors import HubUnreachable, UntrustedCertificate
 
-    url = f"{s.endpoint}/api/models?limit=1"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
-            code = response.status
-    except urllib.error.HTTPError as error:
-        code = error.code  # any HTTP answer means the hub is there
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        return Check("hub reachable", "fail", f"{s.endpoint}: {reason}",
-                     "check HF_ENDPOINT, DNS and proxies; cached snapshots still start offline")
+        code = Hub.from_settings(s).probe()
+    except UntrustedCertificate as error:
+        return _failed("hub reachable", error)
+    except HubUnreachable as error:
+        return Check("hub reachable", "fail", f"{s.endpoint}: {error}",
+                     "check HF_ENDPOINT, DNS and proxies (HTTPS_PROXY, NO_PROXY); cached snapshots still start offline")
     return Check("hub reachable", "ok", f"{s.endpoint} answered HTTP {code}")
 
 

@@ -194,3 +194,13 @@ class OutputClosedError(PreloaderError):
 
     exit_code = 141
     summary = "the reader of the output (a pipe) closed before the end: 128 + SIGPIPE, as a shell reports it"
+
+
+class LockTimeoutError(TransientError):
+    """A lock wait timed out (PRELOADER_LOCK_TIMEOUT): final, never retried, since another wait would only
+    multiply the timeout the user set; the process holding the lock is still at work (EX_TEMPFAIL)."""
+
+
+class NotCachedError(TransientError):
+    """Offline (PRELOADER_OFFLINE, HF_HUB_OFFLINE) and the request is not complete in the cache (EX_TEMPFAIL:
+    going online, or a preload elsewhere, fixes it)."""

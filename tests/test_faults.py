@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -382,6 +383,16 @@ def test_eight_preloaders_and_rm_and_prune_at_once(hub, mirrors, cache):
 
 
 # 10 -----------------------------------------------------------------------------------------------
+def read_until(stream, word: bytes) -> bytes:
+    """Lines of an unbuffered pipe up to the first holding `word` (or its end): an event to wait on, no sleep."""
+    seen = b""
+    for line in iter(stream.readline, b""):
+        seen += line
+        if word in line:
+            break
+    return seen
+
+
 def test_lock_holder_killed_with_sigkill_releases_waiters(hub, mirrors, cache):
     lock = cache.parent / "preloader" / "locks" / "models--org--tiny-model.lock"
     lock.parent.mkdir(parents=True)
@@ -394,15 +405,17 @@ print("held", flush=True)
 time.sleep(120)
 """], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    waiter = subprocess.Popen([sys.executable, "-m", "preloader", "run"], cwd=ROOT, text=True,
+    waiter = subprocess.Popen([sys.executable, "-m", "preloader", "run"], cwd=ROOT, bufsize=0,
                               env=env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2)
-    assert waiter.poll() is None  # waiting for the lock
+    seen = read_until(waiter.stderr, b"lock.wait")  # the waiter says it waits as it starts to
+    assert b"lock.wait" in seen and waiter.poll() is None, seen
+    assert int(re.search(rb"elapsed=(\d+)s", seen)[1]) < 10, seen  # as the wait starts, not 10 s in
     inject()
     holder.kill()
     killed = time.monotonic()
     out, err = waiter.communicate(timeout=60)
+    err = (seen + err).decode()
     LEDGER["runs"] += 1
     assert waiter.returncode == 0, err
     assert time.monotonic() - killed < 5

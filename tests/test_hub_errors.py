@@ -7,15 +7,14 @@ import errno
 import pytest
 
 from preloader.errors import AuthError, DiskError, HubDataError, NotFoundError, PermissionDeniedError
-from preloader.hub.connections import NetworkError, StatusError
-from preloader.hub.errors import HubUnreachable, translate
+from preloader.hub.errors import HubUnreachable, NetworkError, StatusError, status_error, translate
 from preloader.spec import RepoSpec
 
 SPEC = RepoSpec("model", "org/m", "main")
 
 
 def status(code: int, **headers) -> StatusError:
-    return StatusError(code, "http://hub/api/models/org/m/revision/main?sig=secret", headers)
+    return status_error(code, "http://hub/api/models/org/m/revision/main?sig=secret", headers)
 
 
 @pytest.mark.parametrize("error, token_set, kind, code, message", [
@@ -61,3 +60,35 @@ def test_a_file_is_named():
 def test_an_unknown_error_is_a_bug_and_raised_as_it_is():
     with pytest.raises(KeyError):
         translate(KeyError("x"), SPEC, False)
+
+
+@pytest.mark.parametrize("code, headers, kind, exit_code", [
+    (401, {}, AuthError, 77), (403, {"X-Error-Code": "GatedRepo"}, AuthError, 77),
+    (404, {}, NotFoundError, 66), (401, {"X-Error-Code": "RepoNotFound"}, NotFoundError, 66),
+    (400, {"X-Error-Code": "RevisionNotFound"}, NotFoundError, 66),
+    (429, {}, HubUnreachable, 75), (503, {}, HubUnreachable, 75), (522, {}, HubUnreachable, 75),
+    (418, {}, HubDataError, 76),
+])
+def test_the_http_layer_types_an_error_answer(code, headers, kind, exit_code):
+    """Typed where the answer arrives (huggingface_hub's hf_raise_for_status): no caller re-reads the status."""
+    error = status_error(code, "http://hub/api/models/org/m?sig=secret", headers)
+    assert isinstance(error, kind) and isinstance(error, StatusError) and error.exit_code == exit_code
+    assert error.status == code and "secret" not in str(error)
+
+
+def test_the_connection_pool_raises_the_typed_error(hub):
+    from preloader.hub.connections import Connections
+
+    with pytest.raises(NotFoundError) as caught:
+        Connections(5).get(f"{hub.url}/api/models/org/no-such-model/revision/main", {})
+    assert isinstance(caught.value, StatusError) and caught.value.status in (401, 404)
+
+
+def test_offline_and_not_cached_is_its_own_error(tmp_path):
+    import preloader
+    from preloader.errors import NotCachedError
+
+    with pytest.raises(NotCachedError) as caught:
+        preloader.preload(models="org/m", cache_dir=tmp_path / "hub", offline=True)
+    assert caught.value.exit_code == 75
+    assert str(caught.value).startswith("model org/m@main is not complete in the cache and offline mode is on")

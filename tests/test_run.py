@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -310,12 +311,18 @@ def test_wait_times_out_then_succeeds_after_a_preload(hub, cache):
     assert proc.returncode == 75
     assert "timed out" in proc.stderr and "org/tiny-model" in proc.stderr
     waiter = subprocess.Popen([sys.executable, "-m", "preloader", "wait", "--timeout", "60", "--", *SERVICE],
-                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1)
-    assert waiter.poll() is None
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    seen = b""
+    for line in iter(waiter.stderr.readline, b""):  # it says it waits as it starts to: no sleep to order it
+        seen += line
+        if line.startswith(b"preloader: wait "):
+            break
+    assert b"pending=model:org/tiny-model" in seen and waiter.poll() is None, seen
+    assert int(re.search(rb"elapsed=(\d+)s", seen)[1]) < 10, seen  # as the wait starts, not 10 s in
     hub.reset()
     assert run_preloader(["run"], env).returncode == 0
     out, err = waiter.communicate(timeout=60)
+    out, err = out.decode(), (seen + err).decode()
     assert waiter.returncode == 0, err
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["models"][f"{MODEL}:main"]["layers"] == 1

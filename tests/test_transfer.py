@@ -176,26 +176,30 @@ def test_disk_full_on_a_small_tmpfs(hub, mirrors, tmp_path):
 
 
 def test_progress_lines_off_a_tty(hub, mirrors, cache, monkeypatch):
-    from localhub import Drip
+    """Off a TTY each repo ends with one progress line, however fast its download beat the interval."""
+    monkeypatch.setattr("preloader.preloading.progress.LOG_EVERY", 3600.0)  # the ticker never fires: only the end
+    import logging
 
-    hub.add_rule(lambda m, p: m == "GET" and "big-model/resolve" in p and p.endswith("model.safetensors"),
-                 Drip(3_000_000))
-    monkeypatch.setattr("preloader.preloading.progress.LOG_EVERY", 0.5)
     import preloader
     from preloader import logs
 
     logs.setup()
     lines = []
-    import logging
 
     class Capture(logging.Handler):
         def emit(self, record):
             lines.append((record.msg, getattr(record, "fields", {})))
 
-    logging.getLogger("preloader").addHandler(Capture())
-    preloader.preload(models=BIG, cache_dir=cache, endpoint=hub.url, retries=1)
+    capture = Capture()
+    logging.getLogger("preloader").addHandler(capture)
+    try:
+        preloader.preload(models=f"{BIG},org/tiny-model", cache_dir=cache, endpoint=hub.url, retries=1)
+    finally:
+        logging.getLogger("preloader").removeHandler(capture)
     progress = [fields for msg, fields in lines if msg == "progress"]
-    assert progress and progress[-1]["repo"] == BIG
+    assert [p["repo"] for p in progress] == [BIG, "org/tiny-model"]
+    assert progress[0]["bytes"] == progress[0]["of"] > 0  # the end of the first repo, said as it ended
+    assert 0 < progress[1]["bytes"] <= progress[1]["of"]  # a blob linked from the first one is not received
     assert {"bytes", "of", "rate", "eta"} <= set(progress[-1])
 
 

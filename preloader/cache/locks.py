@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import TransientError, UnsafePathError
+from ..errors import LockTimeoutError, UnsafePathError
 from ..logs import event
 from ..spec import RepoSpec
 from . import atomic
@@ -118,9 +118,9 @@ def hold(
     lease: float | None = None,
     root: Path | None = None,
 ) -> Iterator[None]:
-    """Hold the lock at `path`, logging a "still waiting" line every `log_interval` seconds.
+    """Hold the lock at `path`, logging a `lock.wait` line when the wait starts, then every `log_interval` s.
 
-    Raise TransientError after `timeout` seconds, or sooner if `deadline()`
+    Raise LockTimeoutError after `timeout` seconds, or sooner if `deadline()`
     says fewer seconds are left. `lease`: a lease with this stale time instead of a flock. `root`: the lock's
     folder must really lie inside it (a `locks/` folder planted as a link out is refused, 73).
     """
@@ -133,22 +133,24 @@ def hold(
         lock = _lease_class()(path, lease_duration=lease, mode=LOCK_MODE, is_singleton=False, thread_local=False)
     start = time.monotonic()
     limit = timeout
+    first = True  # a try without waiting, so that the wait's start is logged as it starts
     while True:
         elapsed = time.monotonic() - start
         left = deadline()
         if left is not None:
             limit = min(timeout, elapsed + left)
         try:
-            lock.acquire(timeout=max(0.0, min(log_interval, limit - elapsed)))
+            lock.acquire(timeout=0 if first else max(0.0, min(log_interval, limit - elapsed)))
             break
         except Timeout:
             elapsed = time.monotonic() - start
             if elapsed >= limit:
-                raise TransientError(
+                raise LockTimeoutError(
                     f"timed out after {elapsed:.0f} s waiting for the lock on {what} ({path}); "
                     "another process is still downloading it: raise PRELOADER_LOCK_TIMEOUT or retry"
                 ) from None
             event(logger, "lock.wait", what=what, elapsed=f"{elapsed:.0f}s", lock=path)
+            first = False
         except OSError as error:
             if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
                 raise UnsafePathError(

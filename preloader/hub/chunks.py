@@ -6,8 +6,8 @@ import contextlib
 import queue
 import threading
 
-from ..errors import TransientError
 from .connections import Response
+from .errors import ContentMismatch
 from .hashing import Hasher, HashThread
 from .rangemap import SAVE_EVERY, RangeMap
 from .source import RemoteSource
@@ -91,7 +91,7 @@ class ParallelDownload:
         response = response or self.source.get(first, last)
         with contextlib.closing(response):
             if response.status != 206:
-                raise TransientError(f"{self.source.name}: expected 206, got {response.status}")
+                raise ContentMismatch(f"{self.source.name}: expected 206, got {response.status}")
             already = self.ranges.partial.get(index, 0)
 
             def on_write(n: int) -> None:

@@ -27,7 +27,7 @@ from ..config import DEFAULTS, Settings, TransferKind
 from ..errors import HubDataError
 from ..spec import RepoSpec, is_commit
 from .connections import Connections
-from .errors import repo_not_found, translate, wrong_type
+from .errors import StatusError, repo_not_found, translate, wrong_type
 from .listing import RemoteFile, check_listing, listed_file, resolve_url
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,20 @@ class Hub:
             return json.loads(body), urljoin(url, following) if following else None
         except ValueError:
             raise HubDataError(f"the hub's answer to {url.split('?')[0]} is not JSON") from None
+
+    def probe(self) -> int:
+        """The status of one small API answer (`/api/models?limit=1`) over the transfer's own connections:
+        certificates, proxy, token and timeouts as a download gets them. Any answer means the hub is there;
+        raises NetworkError or UntrustedCertificate when it cannot be reached."""
+        headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {self.token}"} if self.token else {})
+        try:
+            with self._pool.get(f"{self.endpoint}/api/models?limit=1", headers, origin=self.endpoint) as response:
+                response.read()
+                return response.status
+        except StatusError as error:
+            return error.status
+        finally:
+            self._pool.close()
 
     def resolve(self, spec: RepoSpec) -> tuple[str, dict[str, RemoteFile]]:
         """The commit a revision points at now, and that commit's files (size, etag, Xet or not)."""

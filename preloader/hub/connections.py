@@ -16,30 +16,14 @@ import threading
 import urllib.request
 from urllib.parse import unquote, urljoin, urlsplit
 
-from .. import __version__
-from ..errors import AuthError, TransientError
+from ..version import __version__
+from .errors import NetworkError, StatusError, UntrustedCertificate, status_error
 
 REDIRECTS = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 10
 CLOSED_MEANWHILE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
-
-class NetworkError(TransientError):
-    """The connection failed: refused, reset, cut short or timed out."""
-
-
-class UntrustedCertificate(AuthError):
-    """The server's TLS certificate does not verify: no retry, the user must supply its CA."""
-
-
-class StatusError(Exception):
-    """The server answered with an error status; `retry_after` is its Retry-After header, if any."""
-
-    def __init__(self, status: int, url: str, headers) -> None:
-        super().__init__(f"{status} for {urlsplit(url).path}")  # no query: signed URLs carry credentials
-        self.status = status
-        self.retry_after: str | None = headers.get("Retry-After")
-        self.error_code: str | None = headers.get("X-Error-Code")  # the hub's word: RepoNotFound, GatedRepo...
+__all__ = ["Connections", "NetworkError", "Response", "StatusError", "UntrustedCertificate"]
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -121,7 +105,8 @@ class Connections:
     def get(self, url: str, headers: dict[str, str], origin: str | None = None) -> Response:
         """GET `url`, following redirects. `Authorization` goes only to the origin of `origin` (default: `url`).
 
-        Raises StatusError for 4xx/5xx and NetworkError when the connection fails.
+        Raises the StatusError subclass a 4xx/5xx means (hub.errors.status_error: not found, refused, busy...)
+        and NetworkError when the connection fails.
         """
         origin = urlsplit(origin or url)[:2]
         for _ in range(MAX_REDIRECTS + 1):
@@ -139,7 +124,7 @@ class Connections:
                 continue
             if response.status >= 400:
                 response.close()
-                raise StatusError(response.status, url, response.headers)
+                raise status_error(response.status, url, response.headers)
             return response
         raise NetworkError(f"more than {MAX_REDIRECTS} redirects")
 

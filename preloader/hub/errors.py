@@ -1,24 +1,117 @@
-"""Turning hub, HTTP and OS failures into our errors, with the exit code and the repo they are about."""
+"""The hub's failures as our errors: typed where the HTTP answer arrives, then named after the repo.
+
+`status_error` is our `hf_raise_for_status`: the connection pool raises what it returns for every 4xx/5xx,
+so a status and the hub's `X-Error-Code` become an error class (and exit code) at the HTTP layer.
+`translate` then adds which repo and file it was about, and turns the OS and huggingface_hub errors met
+on the way into ours too. Only HubUnreachable and ContentMismatch are worth another attempt.
+"""
 
 from __future__ import annotations
 
 import errno
 import sys
+import time
+from urllib.parse import urlsplit
 
-from ..errors import OS_FAULTS, AuthError, HubDataError, NotFoundError, PreloaderError, TransientError, os_error
-from ..preloading.retry import parse_retry_after
+from ..errors import (
+    OS_FAULTS,
+    AuthError,
+    HubDataError,
+    NotFoundError,
+    PreloaderError,
+    TransientError,
+    os_error,
+)
 from ..spec import RepoSpec
-from .connections import NetworkError, StatusError
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+BUSY_STATUS = (408, 429)  # request timeout, too many requests; and any 5xx (a gateway's or CDN's 520-524 too)
+
+
+def _busy(status: int) -> bool:
+    return status in BUSY_STATUS or status >= 500
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    import email.utils  # an HTTP-date: rare, and email's import is not free
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class HubUnreachable(TransientError):
-    """The hub could not be reached or kept failing; `retry_after` holds a server's Retry-After."""
+    """The hub could not be reached or answered "not now"; `retry_after` holds a server's Retry-After (seconds)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NetworkError(HubUnreachable):
+    """The connection failed: refused, reset, cut short or timed out."""
+
+
+class ContentMismatch(TransientError):
+    """The bytes received are not the ones asked for (wrong hash, too many, not the range asked), or another
+    writer took the partial file away: what was written is dropped and the file is fetched again."""
+
+
+class UntrustedCertificate(AuthError):
+    """The server's TLS certificate does not verify: no retry, the user must supply its CA."""
+
+
+class StatusError(PreloaderError):
+    """The server answered with an error status. `status_error` gives the subclass the status means;
+    `retry_after` is the server's Retry-After in seconds, `error_code` the hub's X-Error-Code."""
+
+    def __init__(self, status: int, url: str, headers) -> None:
+        super().__init__(f"{status} for {urlsplit(url).path}")  # no query: signed URLs carry credentials
+        self.status = status
+        self.retry_after: float | None = parse_retry_after(headers.get("Retry-After"))
+        self.error_code: str | None = headers.get("X-Error-Code")  # the hub's word: RepoNotFound, GatedRepo...
+
+
+class RefusedStatus(StatusError, AuthError):
+    """401/403, or a gated repo (EX_NOPERM)."""
+
+
+class MissingStatus(StatusError, NotFoundError):
+    """404, or the hub's RepoNotFound/RevisionNotFound/EntryNotFound (EX_NOINPUT)."""
+
+
+class BusyStatus(StatusError, HubUnreachable):
+    """408, 429 or a 5xx: the hub (or a gateway in front of it) is not there now; worth another attempt."""
+
+
+class UnexpectedStatus(StatusError, HubDataError):
+    """Any other error status: an answer we do not act on (EX_PROTOCOL), not a bug of ours."""
+
+
+NOT_FOUND_CODES = ("RepoNotFound", "RevisionNotFound", "EntryNotFound")
+
+
+def status_error(status: int, url: str, headers) -> StatusError:
+    """The typed error for an error answer, as huggingface_hub's `hf_raise_for_status` types them."""
+    code = headers.get("X-Error-Code")  # the hub's word first: it answers 401 RepoNotFound to hide private repos
+    if code in NOT_FOUND_CODES:
+        return MissingStatus(status, url, headers)
+    if code == "GatedRepo" or status in (401, 403):
+        return RefusedStatus(status, url, headers)
+    if status == 404:
+        return MissingStatus(status, url, headers)
+    if _busy(status):
+        return BusyStatus(status, url, headers)
+    return UnexpectedStatus(status, url, headers)
 
 
 def _status(error: BaseException) -> int | None:
@@ -28,10 +121,10 @@ def _status(error: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _retry_after(error: BaseException) -> str | None:
+def _retry_after(error: BaseException) -> float | None:
     if isinstance(error, StatusError):
         return error.retry_after
-    return error.response.headers.get("Retry-After")
+    return parse_retry_after(error.response.headers.get("Retry-After"))
 
 
 def _hub_error_kind(cause: BaseException) -> str | None:
@@ -68,8 +161,8 @@ def _by_status(cause: BaseException, where: str, token_set: bool) -> PreloaderEr
         return AuthError(f"{where}: the hub answered {status}; {hint}")
     if status == 404:
         return NotFoundError(f"{where}: the hub answered 404")
-    if status in RETRYABLE_STATUS:
-        return HubUnreachable(f"{where}: the hub answered {status}", parse_retry_after(_retry_after(cause)))
+    if status is not None and _busy(status):
+        return HubUnreachable(f"{where}: the hub answered {status}", _retry_after(cause))
     return None
 
 
@@ -90,7 +183,7 @@ def wrong_type(spec: RepoSpec) -> NotFoundError:
 
 
 def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str | None = None) -> PreloaderError:
-    """Turn a hub / HTTP / OS error into ours, with the exit code and a message naming the repo.
+    """Name the repo (and file) in a hub / HTTP / OS error, keeping its class's exit code.
 
     Re-raises `error` when it is none of those: a bug, shown as such.
     """
@@ -109,9 +202,6 @@ def translate(error: BaseException, spec: RepoSpec, token_set: bool, path: str |
     if isinstance(cause, OSError) and errno.errorcode.get(cause.errno or 0) in OS_FAULTS:
         return os_error(cause, f"write the cache for {where}:")
     if (hf and isinstance(cause, hf.HfHubHTTPError)) or isinstance(cause, StatusError):
-        if (_status(cause) or 0) >= 500:  # a gateway's or CDN's own 5xx (520-524...): the hub is not there now
-            return HubUnreachable(f"{where}: the hub answered {_status(cause)}",
-                                  parse_retry_after(_retry_after(cause)))
         # Not a bug of ours: an answer we do not act on, said as such (76), not shown as a traceback (70).
         return HubDataError(f"{where}: unexpected answer from the hub, nothing written: {cause}")
     if isinstance(cause, PreloaderError):

@@ -6,8 +6,8 @@ import os
 import threading
 from collections.abc import Callable
 
-from ..errors import TransientError
-from .connections import Connections, Response, StatusError
+from .connections import Connections, Response
+from .errors import ContentMismatch, NetworkError, StatusError
 
 EXPIRED = {401, 403, 404, 410}  # from a redirect target: its signature expired, ask the hub again
 
@@ -60,7 +60,7 @@ class RemoteSource:
         while written < length:
             n = response.readinto(view[:min(len(buffer), length - written)])
             if not n:
-                raise TransientError(f"{self.name}: body cut short at {written} of {length} bytes")
+                raise NetworkError(f"{self.name}: body cut short at {written} of {length} bytes")
             data = view[:n]
             done = 0
             while done < n:  # pwrite on a regular file writes it all or raises; this is for the odd one
@@ -74,5 +74,5 @@ class RemoteSource:
                 self.fetched += n
             self.on_bytes(n)
         if response.length:  # announced more than was asked for
-            raise TransientError(f"{self.name}: server sent more than the {length} bytes asked for")
+            raise ContentMismatch(f"{self.name}: server sent more than the {length} bytes asked for")
         return written

@@ -20,9 +20,10 @@ import os
 from ..cache import atomic, dedup
 from ..cache.hashing import algorithm
 from ..cache.layout import Layout
-from ..errors import TransientError, UnsafePathError
+from ..errors import LockTimeoutError, TransientError, UnsafePathError
 from ..spec import RepoSpec
 from .chunks import ParallelDownload
+from .errors import ContentMismatch
 from .hashing import Hasher
 from .listing import RemoteFile
 from .rangemap import RangeMap, Stopper
@@ -31,10 +32,6 @@ from .source import RemoteSource
 MIB = 1024 * 1024
 READ_SIZE = MIB  # per connection at most; also the grain of resume: progress is counted per read
 BUFFER_BUDGET = 64 * MIB  # the read buffers of every connection of a fetch together, at most
-
-
-class ContentMismatch(TransientError):
-    """The bytes received do not hash to the etag; they were deleted and will be fetched again."""
 
 
 def chunk_size_for(size: int, connections: int) -> int:
@@ -75,7 +72,11 @@ class Transfer:
                     self._download_racing()
                 atomic.symlink(atomic.relative_target(self.blob, self.link), self.link, root=self.layout.cache_dir)
         except Timeout:
-            raise TransientError(f"timed out waiting for the blob lock {self.lock_file}") from None
+            # Final: the process holding the blob is still fetching it; another wait would only multiply
+            # PRELOADER_LOCK_TIMEOUT.
+            raise LockTimeoutError(f"timed out after {lock_timeout:g} s waiting for the blob lock {self.lock_file}; "
+                                   "another process is still downloading it: raise PRELOADER_LOCK_TIMEOUT or "
+                                   "retry") from None
         except OSError as error:
             if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
                 raise UnsafePathError(f"blob lock {self.lock_file} is a symlink; refusing to follow it") from None
@@ -154,7 +155,7 @@ class Transfer:
                 return
         except OSError:
             pass
-        raise TransientError(f"{self.file.path}: another process moved the partial download away "
+        raise ContentMismatch(f"{self.file.path}: another process moved the partial download away "
                              "(a node on another mount of this volume?); trying again")
 
     def _single_stream(self, fd: int) -> Hasher:

@@ -17,7 +17,7 @@ from ..cache import atomic, locks, records, trees
 from ..cache.layout import PARTIAL_SUFFIX, Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
-from ..errors import ConfigError, DiskError, NotFoundError, TransientError
+from ..errors import ConfigError, DiskError, NotCachedError, NotFoundError, TransientError
 from ..logs import Clock, event
 from ..metrics import Metrics
 from ..spec import RepoSpec
@@ -123,7 +123,7 @@ class Preloader:
         if tiered is not None:
             return tiered
         if s.offline:
-            raise TransientError(f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache "
+            raise NotCachedError(f"{spec.repo_type} {spec.repo_id}@{spec.revision} is not complete in the cache "
                                  f"and offline mode is on ({s.offline_source}): {cached.detail}")
         from ..hub.errors import HubUnreachable  # the hub client's modules: not on a cached start
         from .retry import retrying
@@ -245,7 +245,7 @@ class Preloader:
             retrying(self.settings.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep,
                      on_retry=self.metrics.retry)(attempt)
         except TransientError:
-            raise  # the hub gave out: keep the ranges on disk, the next run resumes them
+            raise  # the hub gave out, or another process holds a blob: keep the ranges, the next run resumes them
         except BaseException:
             # A signal, the deadline, a full disk: leave nothing half-done. Threads still in a read are not
             # waited for, but write nothing more once stopped.

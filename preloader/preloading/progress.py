@@ -1,4 +1,5 @@
-"""Progress of the whole plan: one bar on a TTY, a log line every few seconds otherwise."""
+"""Progress of the whole plan: one bar on a TTY; otherwise a log line every few seconds, and one as each repo
+ends, so that a download faster than the interval still leaves its line."""
 
 from __future__ import annotations
 
@@ -51,8 +52,12 @@ class Progress:
             self._draw()
             self.stream.write("\n")
             self.stream.flush()
+        elif self.repo_total:
+            self._log()  # the last repo's final line
 
     def begin_repo(self, name: str, total: int) -> None:
+        if not self.tty and self.repo_total:
+            self._log()  # the previous repo's final line
         with self._lock:
             self.repo, self.repo_done, self.repo_total = name, 0, total
 

@@ -1,51 +1,41 @@
-"""When and how long to retry: transient hub failures only, exponential backoff with jitter.
+"""When and how long to retry: the hub's transient failures only, with tenacity's backoff.
 
-The `Retrying` object is built at run time from settings, so tests can inject
-`sleep` and read the exact schedule.
+What is retried: the hub unreachable or busy (HubUnreachable: refused, reset, timed out, 408/429/5xx) and
+bytes that are not the ones asked for (ContentMismatch). Nothing else: a lock wait that timed out has
+already waited PRELOADER_LOCK_TIMEOUT and is final, and a refusal or a full disk will not change.
+
+The `Retrying` object is built at run time from settings, so tests inject `sleep` (and the backoff) and
+read the exact schedule.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..hub.errors import ContentMismatch, HubUnreachable
+from ..logs import event
+
 if TYPE_CHECKING:
     from tenacity import RetryCallState, Retrying
-from ..errors import TransientError
-from ..logs import event
+    from tenacity.wait import wait_base
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE = 1.0
+BACKOFF_BASE = 1.0  # the first wait's ceiling; each one doubles it
 BACKOFF_MAX = 30.0
-RETRY_AFTER_CAP = 120.0
+BACKOFF_MIN = 0.1
+RETRY_AFTER_CAP = 120.0  # a server asking for longer is not waited for longer than this
+RETRIED = (HubUnreachable, ContentMismatch)
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    import email.utils  # an HTTP-date: rare, and email's import is not free
+def full_jitter() -> wait_base:
+    """Exponential backoff with full jitter (uniform in [0.1 s, min(30 s, 1 s * 2**(attempt-1))])."""
+    from tenacity import wait_random_exponential
 
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**(attempt-1))], at least 0.1 s."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
-    return max(0.1, ceiling * rng())
+    return wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_MAX, min=BACKOFF_MIN)
 
 
 def retrying(
@@ -54,20 +44,20 @@ def retrying(
     what: str,
     seconds_left: Callable[[], float | None] = lambda: None,
     sleep: Callable[[float], None] = time.sleep,
-    rng: Callable[[], float] = random.random,
+    backoff: wait_base | None = None,
     on_retry: Callable[[str], None] = lambda reason: None,
 ) -> Retrying:
-    """Retry TransientError up to `attempts` times; a server's Retry-After wins over backoff (capped)."""
+    """Retry the RETRIED errors up to `attempts` calls in all; a server's Retry-After wins over `backoff`
+    (capped at RETRY_AFTER_CAP), and no wait runs past the deadline `seconds_left()`."""
     # tenacity costs start-up time, and a cached start never retries anything.
-    from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_any
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_any
+
+    backoff = backoff or full_jitter()
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            delay = min(retry_after, RETRY_AFTER_CAP)
-        else:
-            delay = backoff(state.attempt_number, rng)
+        delay = min(retry_after, RETRY_AFTER_CAP) if retry_after is not None else backoff(state)
         left = seconds_left()
         return delay if left is None else max(0.0, min(delay, left))
 
@@ -86,9 +76,8 @@ def retrying(
     return Retrying(
         stop=stop_any(stop_after_attempt(attempts), out_of_time),
         wait=wait,
-        retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
+        retry=retry_if_exception_type(RETRIED),
         reraise=True,
         sleep=sleep,
         before_sleep=before_sleep,
     )
-

@@ -28,7 +28,7 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
     layout = settings.layout
     clock = Clock()
     deadline = Deadline(timeout)
-    logged = 0.0
+    logged: float | None = None
     tiers = Tiers(settings)
     while True:
         found = [_ready(layout, tiers, settings, spec) for spec in settings.repos]
@@ -40,7 +40,7 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
         if left is not None and left <= 0:
             raise TransientError(f"timed out after {clock.seconds():.0f} s waiting for "
                                  + "; ".join(f"{state.spec}: {state.detail}" for state in pending))
-        if clock.seconds() - logged >= locks.WAIT_LOG_INTERVAL:
+        if logged is None or clock.seconds() - logged >= locks.WAIT_LOG_INTERVAL:  # as it starts, then every 10 s
             logged = clock.seconds()
             event(logger, "wait", pending=",".join(str(state.spec) for state in pending), elapsed=f"{logged:.0f}s")
         sleep(poll if left is None else max(0.0, min(poll, left)))
