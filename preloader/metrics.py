@@ -189,7 +189,7 @@ class Metrics:
 
     def samples(self) -> dict[str, list[tuple[tuple[str, ...], float]]]:
         """Every metric's samples as (label values, value), consistent with one another."""
-        from . import __version__
+        from .version import __version__
 
         free = _free_bytes(self.volume)  # outside the lock: a slow network volume must not stall the download
         with self._lock:
