@@ -108,10 +108,12 @@ OPTIONS: tuple[Option, ...] = (
            "A lease whose marker has not changed for this long is taken over (every node must agree); from 1s to 1d.",
            default="30s", kind="duration", least=1, most=DAY),
     Option("lock_timeout", "PRELOADER_LOCK_TIMEOUT", "--lock-timeout",
-           "How long to wait for another process's repo lock (0 = not at all), from 0 to 365d; exit 75 after.",
+           "How long to wait for another process's repo or blob lock (0 = not at all), from 0 to 365d; exit 75 "
+           "once after it (not retried).",
            default="1h", kind="duration"),
     Option("retries", "PRELOADER_RETRIES", "--retries",
-           "Attempts per repo on transient hub errors (timeouts, 408, 429, 5xx), from 1 to 100.",
+           "Attempts per repo on transient hub errors (timeouts, 408, 429, 5xx) and on bytes that do not match "
+           "their hash, from 1 to 100.",
            default="5", kind="count", least=1, most=100),
     Option("read_timeout", "PRELOADER_READ_TIMEOUT", "--read-timeout",
            "A download that receives nothing for this long is retried; from 100ms to 1d.", default="30s",
