@@ -20,7 +20,7 @@ from pathlib import Path
 from . import logs
 from .cache import records
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, UnsafePathError
 from .preloading import entrypoint
 from .preloading.entrypoint import warm_results
 from .preloading.results import PreloadResult
@@ -166,7 +166,10 @@ class Cache:
         from .cache.manage import remove
 
         spec = self._spec(key)
-        if spec not in self:
+        state = self._state(spec)
+        if state.unsafe is not None:  # not "not in the cache": a folder of it leads out, and is left alone
+            raise UnsafePathError(f"refusing to remove {spec}: {state.detail}")
+        if not state.complete:
             raise KeyError(f"{spec} is not in {self.layout.cache_dir}")
         remove(self.layout, revisions=[spec])
 

@@ -58,7 +58,7 @@ class UnsafePathError(PreloaderError):
     """A path we would write through leads out of the cache, or is a planted symlink (EX_CANTCREAT)."""
 
     exit_code = 73
-    summary = "a path we would write through is a planted symlink or leads out of the cache"
+    summary = "a path we would write or delete through is a planted symlink or leads out of the cache"
 
 
 class HubDataError(PreloaderError):

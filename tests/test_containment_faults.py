@@ -244,3 +244,39 @@ def test_a_planted_dot_locks_never_moves_state_or_locks_out_of_the_cache(hub, tm
         assert f"{cache / '.locks'} leads to {outside}" in proc.stderr
         assert inventory(outside) == {}  # not a lock, record or folder out there
     assert run(["status", MODEL], env, expect=1).returncode == 1
+
+
+@pytest.mark.parametrize("where", ["repo", "state"])
+def test_wait_on_a_repo_leading_out_fails_at_once_with_73(preloaded, hub, cache, where):
+    """No other process's preload can make such a repo ready: `wait` says so now, not at its timeout."""
+    moved = plant(cache, where, preloaded)
+    before = inventory(preloaded)
+    proc = run(["wait", "--timeout", "1h", MODEL], env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL), expect=73,
+               timeout=60)
+    assert proc.returncode == 73 and str(moved) in proc.stderr, proc.stderr
+    assert inventory(preloaded) == before
+
+
+def test_deleting_a_repo_leading_out_from_a_cache_object_is_refused(preloaded, hub, cache):
+    import preloader
+    from preloader.errors import UnsafePathError
+
+    moved = plant(cache, "repo", preloaded)
+    before = inventory(preloaded)
+    store = preloader.Cache(cache, endpoint=hub.url)
+    with pytest.raises(UnsafePathError, match="refusing to remove"):
+        del store[MODEL]
+    assert inventory(preloaded) == before and (moved / "sentinel").exists()
+
+
+def test_the_manifest_is_never_written_through_a_manifests_folder_leading_out(preloaded, hub, cache):
+    manifests = cache.parent / "preloader" / "manifests"
+    outside = preloaded / "manifests"
+    outside.mkdir()
+    if manifests.exists():
+        shutil.rmtree(manifests)
+    os.symlink(outside, manifests)
+    inject()
+    proc = run(["run", "--", "true"], env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL), expect=73)
+    assert proc.returncode == 73 and "manifests" in proc.stderr, proc.stderr
+    assert list(outside.iterdir()) == []

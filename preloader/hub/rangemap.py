@@ -41,8 +41,12 @@ class RangeMap:
     does; after a power cut the hash check before publication catches a map ahead of the data.
     """
 
-    def __init__(self, path: Path, etag: str, size: int, chunk: int, stopper: Stopper | None = None) -> None:
+    def __init__(self, path: Path, etag: str, size: int, chunk: int, stopper: Stopper | None = None,
+                 roots: tuple[Path, ...] = ()) -> None:
         self.path, self.etag, self.size, self.chunk = path, etag, size, chunk
+        # Where the map must really lie (Layout.roots): written and deleted only there, never through a link out.
+        self.roots = roots
+        self.root = atomic.root_of(path, roots) if roots else None
         self.stopper = stopper or Stopper()
         self.count = max(1, -(-size // chunk))
         self.done: set[int] = set()
@@ -90,11 +94,14 @@ class RangeMap:
     def _write(self) -> None:
         with self.stopper.writing() as allowed:
             if allowed:
-                atomic.write_json(self.path, durable=False, data={
+                atomic.write_json(self.path, durable=False, root=self.root, data={
                     "etag": self.etag, "size": self.size, "chunk": self.chunk, "done": sorted(self.done),
                     "partial": {str(k): v for k, v in dict(self.partial).items() if v and k not in self.done},
                 })
         self._saved_at = time.monotonic()
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.roots:
+            atomic.remove(self.path, self.roots)
+        else:
+            self.path.unlink(missing_ok=True)

@@ -56,15 +56,15 @@ class Transfer:
         self.link = layout.snapshot_dir(spec, commit) / file.path
         self.lock_file = layout.blob_lock(spec, file.etag)
         chunk = chunk_size_for(file.size, self.connections)
-        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk, stopper)
+        self.ranges = RangeMap(layout.range_map(spec, file.etag), file.etag, file.size, chunk, stopper,
+                               roots=layout.roots)
 
     def run(self, lock_timeout: float) -> int:
         """Fetch, check and publish the file; return the bytes fetched over the network."""
         from filelock import FileLock, Timeout
 
-        atomic.make_dirs(self.lock_file.parent)
-        atomic.make_dirs(self.blob.parent)
-        atomic.ensure_inside(self.blob, self.layout.cache_dir)
+        atomic.make_parent(self.lock_file, self.layout.cache_dir)  # checked before and after: no planted link
+        atomic.make_parent(self.blob, self.layout.cache_dir)
         try:
             with FileLock(self.lock_file, timeout=lock_timeout, is_singleton=False, thread_local=False):
                 if not self._blob_ready() and dedup.adopt(self.layout, self.spec, self.file.etag,
@@ -113,7 +113,7 @@ class Transfer:
     def _download(self) -> None:
         if not self.ranges.load(self.partial):
             self.discard()
-        atomic.make_dirs(self.partial.parent)
+        atomic.make_parent(self.partial, self.layout.cache_dir)
         with self.ranges.stopper.writing() as allowed:
             if not allowed:  # the run is being interrupted: create nothing its clean-up would miss
                 raise TransientError(f"{self.file.path}: the fetch was stopped")

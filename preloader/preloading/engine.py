@@ -102,7 +102,7 @@ class Preloader:
                                         self.layout.latest_target(spec, result.commit), link,
                                         root=self.layout.cache_dir)
                 elif link.is_symlink():
-                    self.optional.write("the `latest` link", link.unlink)
+                    self.optional.write("the `latest` link", atomic.remove, link, self.layout.roots)
 
     def state(self, spec: RepoSpec, commit: str | None = None) -> Completeness:
         """What `commit` (default: what the request means locally) lacks for this plan's selection."""
@@ -316,4 +316,4 @@ def remove_partials(layout: Layout, spec: RepoSpec) -> None:
             continue
         for name in names:
             if name.endswith(suffix) or name.startswith(atomic.TEMP_MARK):
-                (folder / name).unlink(missing_ok=True)
+                atomic.remove(folder / name, layout.roots)

@@ -81,7 +81,9 @@ def write_manifest(settings: Settings, results: Sequence[PreloadResult],
     path = manifest_path(settings)
     text = json.dumps(manifest(settings, results), indent=2) + "\n"
     try:
-        atomic.write_text(path, text, mode=0o644)
+        # The default place is in the state dir: checked to really lie there (no `manifests/` planted as a link
+        # out). A path the user named is theirs to choose.
+        atomic.write_text(path, text, mode=0o644, root=settings.state_dir if settings.manifest is None else None)
     except OSError as error:
         if settings.manifest is not None:
             check_manifest(settings)  # a folder or a file appeared in the way since the start

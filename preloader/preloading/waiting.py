@@ -10,7 +10,7 @@ from ..cache import atomic, locks, records
 from ..cache.layout import Layout
 from ..cache.records import Completeness
 from ..config import Settings
-from ..errors import TransientError
+from ..errors import TransientError, UnsafePathError
 from ..logs import Clock, event
 from ..spec import RepoSpec
 from .deadline import Deadline
@@ -36,6 +36,9 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
         pending = [state for state in states if not state.complete]
         if not pending:
             break
+        unsafe = [state for state in pending if state.unsafe is not None]
+        if unsafe:  # no other process's preload can make these ready: say so now, not at the timeout
+            raise UnsafePathError("; ".join(f"{state.spec}: {state.detail}" for state in unsafe))
         left = deadline.left()
         if left is not None and left <= 0:
             raise TransientError(f"timed out after {clock.seconds():.0f} s waiting for "
