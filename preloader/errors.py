@@ -89,7 +89,7 @@ class ServiceError(PreloaderError):
 
 def exit_codes() -> list[tuple[str, str]]:
     """(code, meaning) for every exit code preloader itself uses, from the error classes: `--help` and the
-    README show this list."""
+    docs/exit-codes.md show this list."""
     found: dict[int, str] = {}
     pending = [PreloaderError]
     while pending:

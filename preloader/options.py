@@ -1,5 +1,5 @@
 """Every setting: its env var, its CLI flag, its default and its help. The table behind the CLI's flags
-and the README's settings table (a test keeps the three in step); `config` parses what it names."""
+and the settings table of docs/settings.md (a test keeps the three in step); `config` parses what it names."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ HUB_SETTINGS = ("user", "token", "token_file", "endpoint", "lock_timeout", "retr
 
 
 def settings_options(command=None, *, names: tuple[str, ...] | None = None):
-    """Add one click option per setting in config.OPTIONS (the README table lists the same), or those in `names`."""
+    """Add one click option per setting in config.OPTIONS (docs/settings.md lists the same), or those in `names`."""
     if command is None:
         return functools.partial(settings_options, names=names)
     for option in reversed(OPTIONS):
