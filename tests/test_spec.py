@@ -193,7 +193,7 @@ def test_status_with_hf_specs_of_both_types_as_the_readme_says(tmp_path):
 
 
 def test_pull_a_model_and_a_dataset_uri_in_one_command_as_the_readme_says(hub, cache, mirrors):
-    """README and docs/settings.md: `preloader pull org/model hf://datasets/org/data@v1.0`."""
+    """README: `preloader pull org/model hf://datasets/org/data@v1.0`."""
     from conftest import preloader_env, run_preloader
 
     proc = run_preloader(["pull", "org/tiny-model", "hf://datasets/org/tiny-data@v1.0"], preloader_env(hub, cache))
