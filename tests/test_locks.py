@@ -1,6 +1,11 @@
+import errno  # noqa: F401 - the errors of test_a_filesystem_without_flock... name it
+import fcntl
 import logging
+import subprocess
+import sys
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -55,3 +60,61 @@ def test_timeout_and_deadline(tmp_path):
             with locks.hold(path, timeout=5, what="x", deadline=Deadline(0.3).left, log_interval=0.1):
                 pass
         assert time.monotonic() - started < 2
+
+
+NO_FLOCK = """
+import errno, fcntl, logging, os, signal, sys
+logging.basicConfig()
+def no_flock(fd, op):
+    raise {error}
+fcntl.flock = no_flock
+from pathlib import Path
+from preloader.cache import locks
+with locks.hold(Path(sys.argv[1]), timeout=5, what="x"):
+    print("held", sorted(os.listdir(Path(sys.argv[1]).parent)), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("error", ["OSError(errno.ENOSYS, 'Function not implemented')",
+                                   "NotImplementedError('use SoftFileLock instead')"])
+def test_a_filesystem_without_flock_gets_a_lease_that_outlives_no_dead_holder(tmp_path, monkeypatch, error):
+    """Where flock is missing (ENOSYS, or NotImplementedError from other filelock versions) the lock is the
+    lease, whose marker a dead holder leaves is taken over, not filelock's silent soft lock that would be kept
+    until someone deletes it by hand."""
+    path = tmp_path / "locks" / "x.lock"
+    proc = subprocess.run([sys.executable, "-c", NO_FLOCK.format(error=error), str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    assert proc.stdout == "held ['x.lease', 'x.lock']\n"  # the lease marker, beside the flock file
+    assert "using a lease lock there" in proc.stderr
+
+    def no_flock(fd, op):
+        raise eval(error)  # noqa: S307 - one of the two literals above
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "falling back to SoftFileLock" from filelock
+        with locks.hold(path, timeout=5, what="x"):  # the killed holder's marker is taken over
+            assert (tmp_path / "locks" / "x.lease").exists()
+    assert not (tmp_path / "locks" / "x.lease").exists()
+
+
+def test_the_private_parts_of_filelock_used_are_those_of_the_pinned_series():
+    """cache/locks.py overrides filelock internals; pyproject pins the series they were read from. A version
+    inside the pin that lacks them, or a pin widened past them, fails here."""
+    import inspect
+    import tomllib
+
+    from conftest import ROOT
+    from filelock import SoftFileLease, __version__
+    from filelock._filesystem._exchange import exchange_names, exchange_supported
+    from packaging.specifiers import SpecifierSet
+
+    pin = next(d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+               if d.startswith("filelock"))
+    assert SpecifierSet(pin.removeprefix("filelock")) == SpecifierSet(">=4.3.1,<4.4")
+    assert __version__ in SpecifierSet(pin.removeprefix("filelock"))
+    assert list(inspect.signature(SoftFileLease._take_over).parameters) == ["self", "marker", "breaker_pid"]
+    assert callable(exchange_names) and callable(exchange_supported)
+    assert SoftFileLease(ROOT / "x.lease")._lock_path == str(ROOT / "x.lease")

@@ -128,9 +128,10 @@ def hold(
 
     atomic.make_parent(path, root)
     if lease is None:
-        lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+        # No silent soft fallback: filelock's would be a marker no one ever breaks when its holder dies.
+        lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False, fallback_to_soft=False)
     else:
-        lock = _lease_class()(path, lease_duration=lease, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+        lock = _lease(path, lease)
     start = time.monotonic()
     limit = timeout
     while True:
@@ -149,8 +150,17 @@ def hold(
                     "another process is still downloading it: raise PRELOADER_LOCK_TIMEOUT or retry"
                 ) from None
             event(logger, "lock.wait", what=what, elapsed=f"{elapsed:.0f}s", lock=path)
-        except OSError as error:
-            if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
+        except (NotImplementedError, OSError) as error:
+            if lease is None and _no_flock(error):
+                # As huggingface_hub's WeakFileLock does where flock is missing (some FUSE and network
+                # filesystems): go on with a soft lock, here the lease, whose stale marker is taken over.
+                lease = LockPolicy("lease").stale
+                logger.warning("flock is not supported on the filesystem of %s (%s): using a lease lock there "
+                               "(PRELOADER_LOCK=lease)", path, error)
+                path = path.with_suffix(".lease")  # Layout.lock_file's lease marker: what PRELOADER_LOCK=lease takes
+                lock = _lease(path, lease)
+                continue
+            if isinstance(error, OSError) and error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW
                 raise UnsafePathError(
                     f"lock file {path} is a symlink; refusing to follow it (planted by another process?): "
                     "remove it and retry"
@@ -164,9 +174,22 @@ def hold(
         lock.release()
 
 
+def _no_flock(error: BaseException) -> bool:
+    """Whether `error` says the filesystem has no flock: ENOSYS, or the NotImplementedError other filelock
+    versions raise for it."""
+    return isinstance(error, NotImplementedError) or getattr(error, "errno", None) == errno.ENOSYS
+
+
+def _lease(path: Path, stale: float):
+    return _lease_class()(path, lease_duration=stale, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+
+
 @functools.cache
 def _lease_class():
     """filelock's SoftFileLease, able to take over a stale lease on filesystems without rename exchange.
+
+    This leans on filelock's private parts (`SoftFileLease._take_over(marker, breaker_pid)`, `_lock_path`,
+    `filelock._filesystem._exchange`): pyproject.toml pins the 4.3 series they were read from.
 
     filelock 4.3 breaks a stale marker with renameat2(RENAME_EXCHANGE), which NFS and FUSE filesystems
     (bindfs, juicefs, s3fs...) refuse; it then leaves the marker in place, and a dead holder's lease is
@@ -191,7 +214,7 @@ def _exchange_works(directory: str) -> bool:
     """Whether renameat2(RENAME_EXCHANGE) works in `directory` (probed once, with two files of our own)."""
     try:
         from filelock._filesystem._exchange import exchange_names, exchange_supported
-    except ImportError:  # another filelock: let it do as it does
+    except ImportError:  # a filelock outside the pinned range: let it do as it does
         return True
     if not exchange_supported():
         return True  # filelock has its own way on this platform
