@@ -59,8 +59,7 @@ class LockPolicy:
 
 def filesystem_of(path: Path) -> tuple[str, str]:
     """(filesystem type, mount point) of the mount holding `path` (or its nearest existing parent)."""
-    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), Path("/"))
-    real = os.path.realpath(existing)
+    real = os.path.realpath(atomic.nearest_existing(path))
     best = ("unknown", "/")
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as mounts:

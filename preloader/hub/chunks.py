@@ -6,9 +6,9 @@ import contextlib
 import queue
 import threading
 
+from ..cache.hashing import Hasher, HashThread
 from ..errors import TransientError
 from .connections import Response
-from .hashing import Hasher, HashThread
 from .rangemap import SAVE_EVERY, RangeMap
 from .source import RemoteSource
 
