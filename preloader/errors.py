@@ -194,3 +194,16 @@ class OutputClosedError(PreloaderError):
 
     exit_code = 141
     summary = "the reader of the output (a pipe) closed before the end: 128 + SIGPIPE, as a shell reports it"
+
+
+class PartialRemovalError(DiskError):
+    """A removal that failed part-way (a file this user may not delete, a read-only or failing folder): what is
+    left is named, and nothing of it is counted as removed or freed."""
+
+    def __init__(self, path, failures: list[tuple[str, OSError]]) -> None:
+        self.path, self.failures = path, failures
+        first, error = failures[0]
+        more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+        super().__init__(f"could not remove {path} completely: {first}: {error.strerror or error}{more}; "
+                         "what is left stays, and is not counted as removed: fix the permissions or the "
+                         "volume, then run it again")

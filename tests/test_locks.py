@@ -1,11 +1,13 @@
-import errno  # noqa: F401 - the errors of test_a_filesystem_without_flock... name it
+import errno
 import fcntl
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +120,43 @@ def test_the_private_parts_of_filelock_used_are_those_of_the_pinned_series():
     assert list(inspect.signature(SoftFileLease._take_over).parameters) == ["self", "marker", "breaker_pid"]
     assert callable(exchange_names) and callable(exchange_supported)
     assert SoftFileLease(ROOT / "x.lease")._lock_path == str(ROOT / "x.lease")
+
+
+def _a_successor_takes_the_lease_before_the_break(monkeypatch, lock):
+    """Between the breaker's look at the stale marker and its rename, the stale holder's successor replaces the
+    marker with its own (a live one): the rename moves the live marker aside."""
+    real_rename = os.rename
+    replaced = []
+
+    def rename(source, target, *args, **kwargs):
+        if str(source) == str(lock) and not replaced:
+            lock.unlink()
+            lock.write_text("live")
+            os.utime(lock, (1, 1))  # unlike the stale marker's, even on a reused inode
+            replaced.append(True)
+        return real_rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+@pytest.mark.parametrize("refusal", ["no hard links", "a third contender"])
+def test_breaking_a_stale_lease_never_deletes_a_live_marker_it_cannot_link_back(tmp_path, monkeypatch, refusal):
+    lock = tmp_path / "x.lease"
+    lock.write_text("stale")
+    stale = os.lstat(lock)
+    _a_successor_takes_the_lease_before_the_break(monkeypatch, lock)
+
+    def link(source, target, *args, **kwargs):
+        if refusal == "a third contender":
+            Path(target).write_text("third")
+            raise FileExistsError(errno.EEXIST, "File exists", str(target))
+        raise OSError(errno.EPERM, "Operation not permitted", str(target))
+
+    monkeypatch.setattr(os, "link", link)
+    locks._break_by_rename(str(lock), stale)
+    markers = {p.name: p.read_text() for p in tmp_path.iterdir() if p.name.startswith("x.lease")}
+    if refusal == "no hard links":
+        assert markers == {"x.lease": "live"}  # renamed back where its holder expects it
+    else:
+        assert sorted(markers.values()) == ["live", "third"]  # the live one kept aside, not deleted
+        assert markers["x.lease"] == "third"

@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..errors import UnsafePathError
+from ..errors import PartialRemovalError, UnsafePathError
 
 TEMP_MARK = ".preloader-tmp-"
 REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM}  # a read-only mount, or files this user may not write
@@ -116,6 +117,8 @@ def remove(path: Path, roots: Iterable[Path | None]) -> bool:
 
     A folder on the way that is a symlink leading elsewhere is refused (UnsafePathError, naming it), so
     nothing reached through it is deleted. `shutil.rmtree` itself never follows links below the folder.
+    A removal that fails, even part-way, raises PartialRemovalError (74) naming what is left: never
+    reported as done.
     """
     roots = [root for root in roots if root is not None]
     root_of(path, roots)  # in one of them, and not one of them
@@ -124,10 +127,24 @@ def remove(path: Path, roots: Iterable[Path | None]) -> bool:
             ensure_inside(path, root, "delete")
     if not os.path.lexists(path):
         return False
+    failures: list[tuple[str, OSError]] = []
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        def failed(function, name, error) -> None:
+            error = error if isinstance(error, BaseException) else error[1]  # onexc, or onerror's exc_info
+            if not isinstance(error, FileNotFoundError):  # gone meanwhile is gone
+                failures.append((name, error))
+
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=failed)
+        else:
+            shutil.rmtree(path, onerror=failed)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            failures.append((str(path), error))
+    if failures:
+        raise PartialRemovalError(path, failures)
     return True
 
 

@@ -231,18 +231,30 @@ def _exchange_works(directory: str) -> bool:
 
 
 def _break_by_rename(lock_file: str, marker: os.stat_result) -> None:
-    """Move a stale marker out of the way; one moved by mistake (a successor's) is linked back."""
+    """Move a stale marker out of the way; one moved by mistake (a successor's) is linked back. A live
+    marker is never deleted: where it cannot be put back it stays aside, and a warning names it."""
     aside = f"{lock_file}.break.{os.getpid()}.{os.urandom(8).hex()}"
-    with contextlib.suppress(OSError):
+    try:
         current = os.lstat(lock_file)
         if (current.st_mtime, current.st_ino) != (marker.st_mtime, marker.st_ino):
             return  # replaced since it was observed
         os.rename(lock_file, aside)
-        moved = os.lstat(aside)
-        if (moved.st_mtime, moved.st_ino) == (marker.st_mtime, marker.st_ino):
-            os.unlink(aside)
-            return
-        try:
-            os.link(aside, lock_file, follow_symlinks=False)  # fails if yet another contender holds the path
-        finally:
-            os.unlink(aside)
+    except OSError:
+        return  # gone meanwhile, or another waiter moved it first: the next poll sees
+    moved = os.lstat(aside)
+    if (moved.st_mtime, moved.st_ino) == (marker.st_mtime, marker.st_ino):
+        os.unlink(aside)
+        return
+    try:
+        os.link(aside, lock_file, follow_symlinks=False)  # fails if yet another contender holds the path
+    except OSError as error:
+        # No hard links here (some FUSE filesystems): rename it back while the path is free. A contender
+        # that took the path meanwhile keeps it: the successor's marker then stays aside, never deleted.
+        if error.errno != errno.EEXIST and not os.path.lexists(lock_file):
+            os.rename(aside, lock_file)
+        else:
+            logger.warning("a live lease marker was moved while breaking a stale one and could not be put back "
+                           "(%s): it stays at %s; two holders may overlap once, and the cache stays correct "
+                           "(publication is by rename)", error.strerror, aside)
+        return
+    os.unlink(aside)
