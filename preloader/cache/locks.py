@@ -16,7 +16,9 @@ duplicated bandwidth and lets waiters find the work done. Two kinds:
   token to the volume: what makes an overtaken holder harmless is that everything
   it publishes is checked and renamed into place, never written in place.
 
-`auto` picks `lease` where the state dir is on a network or FUSE filesystem.
+`auto` picks `lease` where the state dir is on a network or FUSE filesystem. A `flock` asked for where
+the filesystem has none (ENOSYS) becomes the lease too, with a warning, as huggingface_hub's WeakFileLock
+falls back to a soft lock: filelock's own fallback would be a marker no one breaks when its holder dies.
 """
 
 from __future__ import annotations
