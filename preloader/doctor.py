@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import atomic
 from .cache.inventory import free_space
 from .config import Settings
 from .errors import os_error
@@ -29,10 +30,7 @@ class Check:
 
 
 def existing_parent(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if os.path.exists(candidate):  # False, not PermissionError, where this user may not look
-            return candidate
-    return Path("/")
+    return atomic.nearest_existing(path, follow=True)
 
 
 def check_location(s: Settings) -> Check:

@@ -204,3 +204,22 @@ class LockTimeoutError(TransientError):
 class NotCachedError(TransientError):
     """Offline (PRELOADER_OFFLINE, HF_HUB_OFFLINE) and the request is not complete in the cache (EX_TEMPFAIL:
     going online, or a preload elsewhere, fixes it)."""
+
+
+class PartialRemovalError(DiskError):
+    """A removal that failed part-way (a file this user may not delete, a read-only or failing folder): what is
+    left is named, and nothing of it is counted as removed or freed."""
+
+    def __init__(self, path, failures: list[tuple[str, OSError]]) -> None:
+        self.path, self.failures = path, failures
+        first, error = failures[0]
+        more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+        super().__init__(f"could not remove {path} completely: {first}: {error.strerror or error}{more}; "
+                         "what is left stays, and is not counted as removed: fix the permissions or the "
+                         "volume, then run it again")
+
+
+class ContentMismatch(TransientError):
+    """The bytes received are not the ones asked for (wrong hash, too many, not the range asked), or another
+    writer took the partial file away or shrank it: what was written is dropped and the file is fetched again
+    (retried, as a hub error is)."""

@@ -54,6 +54,29 @@ def test_export_then_import_into_an_empty_cache_verifies_and_starts_offline(expo
     assert hub.count() == 0  # nothing came from the hub
 
 
+INCOMPLETE = ("import sys; from huggingface_hub import snapshot_download; "
+              "print(snapshot_download(sys.argv[1], local_files_only=True))")
+
+
+def test_an_import_writes_each_tree_listing_as_the_download_did(exported, tmp_path, hub, cache, mirrors):
+    """huggingface_hub's `trees/<commit>.json` of every imported snapshot, byte for byte what the download
+    wrote, so its readers tell a complete snapshot from a partial one in the imported cache too."""
+    archive, _ = exported
+    env = other_cache(tmp_path, hub)
+    assert run_preloader(["import", str(archive)], env).returncode == 0, "import"
+    imported = tmp_path / "other" / "hub"
+    listings = sorted(p.relative_to(cache) for p in cache.glob("*/trees/*.json"))
+    assert len(listings) == 4  # main and dev of the model, the fork, the dataset
+    for listing in listings:
+        assert (imported / listing).read_bytes() == (cache / listing).read_bytes(), listing
+    offline = env | {"HF_HUB_CACHE": str(imported), "HF_HUB_OFFLINE": "1"}
+    commit = mirrors.sha("model", MODEL, "main")
+    (imported / "models--org--tiny-model" / "snapshots" / commit / "README.md").unlink()
+    proc = subprocess.run([sys.executable, "-c", INCOMPLETE, MODEL], env=offline, capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "IncompleteSnapshotError" in proc.stderr and "README.md" in proc.stderr
+
+
 def test_import_over_a_cache_that_holds_some_blobs_writes_only_the_rest(exported, tmp_path, hub):
     archive, _ = exported
     env = other_cache(tmp_path, hub) | {"RUNPOD_HUGGINGFACE_MODEL": MODEL}
@@ -130,7 +153,19 @@ def clash_names(members):
     return [(info, data)] + members[1:]
 
 
+def lying_tree(members):
+    """The manifest's tree listing gives a file another size than the snapshot's listing does."""
+    info, data = members[0]
+    manifest = json.loads(data)
+    tree = manifest["snapshots"][0]["tree"]
+    tree["README.md"]["size"] += 1
+    data = json.dumps(manifest).encode()
+    info.size = len(data)
+    return [(info, data)] + members[1:]
+
+
 @pytest.mark.parametrize("change, message", [
+    (lying_tree, "tree listing does not match the snapshot's listing"),
     (clash_names, "file 'README.md' is also a folder of 'README.md/inner'"),
     (flip_a_byte, "does not match its etag"),
     (add_dotdot, "is not a blob the manifest lists"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,32 @@ def test_write_and_symlink_replace_atomically_and_leave_no_temp(tmp_path):
     assert atomic.symlink("a", tmp_path / "l") and not atomic.symlink("a", tmp_path / "l")
     assert atomic.symlink("b", tmp_path / "l") and os.readlink(tmp_path / "l") == "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "l"]
+
+
+def test_nearest_existing_the_one_answer_for_where_a_path_would_be_made(tmp_path):
+    """Links count as there (what a mkdir meets), or with `follow` only where they lead somewhere."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert atomic.nearest_existing(tmp_path / "a" / "b" / "c") == tmp_path / "a"
+    assert atomic.nearest_existing(tmp_path / "a") == tmp_path / "a"
+    assert atomic.nearest_existing(tmp_path / "dangling" / "x") == tmp_path / "dangling"
+    assert atomic.nearest_existing(tmp_path / "dangling" / "x", follow=True) == tmp_path
+    assert atomic.nearest_existing(Path("/no-such-root-folder/x")) == Path("/")
+
+
+def test_copy_checked_writes_and_judges_in_one_pass(tmp_path):
+    import hashlib
+    import io
+
+    from preloader.cache import hashing
+
+    data = b"x" * (hashing.CHUNK + 5)
+    sha256 = hashlib.sha256(data).hexdigest()
+    git = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324
+    for etag in (sha256, git):
+        out = io.BytesIO()
+        assert hashing.copy_checked(io.BytesIO(data), out, etag, len(data))
+        assert out.getvalue() == data
+    assert not hashing.copy_checked(io.BytesIO(data[:-1] + b"y"), io.BytesIO(), sha256, len(data))
+    (tmp_path / "f").write_bytes(data)
+    assert hashing.matches(tmp_path / "f", git) and hashing.matches(tmp_path / "f", sha256)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, preloader_env, run_preloader
@@ -50,6 +51,14 @@ def test_a_snapshot_in_a_read_only_tier_is_linked_not_downloaded(hub, mirrors, t
                            str(writable)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert tree(source) == before  # never written
+    # The tier's tree listing, as the download wrote it: huggingface_hub's readers tell complete from partial.
+    listing = Path("models--org--tiny-model") / "trees" / f"{commit}.json"
+    assert (writable / listing).read_bytes() == (source / "hub" / listing).read_bytes()
+    (writable / "models--org--tiny-model" / "snapshots" / commit / "README.md").unlink()
+    offline = env | {"HF_HUB_CACHE": str(writable), "HF_HUB_OFFLINE": "1"}
+    code = "import sys; from huggingface_hub import snapshot_download; snapshot_download(sys.argv[1], local_files_only=True)"
+    proc = subprocess.run([sys.executable, "-c", code, MODEL], env=offline, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "IncompleteSnapshotError" in proc.stderr and "README.md" in proc.stderr
 
 
 @needs_root

@@ -5,7 +5,8 @@
     report = cache.prune("/cache/hub", max_size=200 * 2**30, dry_run=True)
 
 Inside: `layout` (every path), `atomic` (publication by rename), `locks`, `records`
-(completion: the one judge of "complete"), `hashing` (etags), `store` (huggingface_hub's
+(completion: the one judge of "complete"), `trees` (huggingface_hub's tree listings), `publication` (the one
+way a snapshot is published), `hashing` (etags: files, checked copies, downloads), `store` (huggingface_hub's
 shared blob store), `inventory` (what is there), `evict` (removal), `integrity` (re-hashing against etags),
 `manage` (the API below).
 """

@@ -26,15 +26,14 @@ from typing import BinaryIO
 
 from ..errors import ArchiveError, NotFoundError, TransientError, UnavailableError, os_error
 from ..spec import RepoSpec, etag_problem, is_commit, repo_id_problem, repo_path_problem, revision_problem
-from . import atomic, records
-from .hashing import blob_hasher
+from . import atomic, publication, records, trees
+from .hashing import copy_checked
 from .inventory import read_refs, scan, snapshot_blobs
 from .layout import Layout
 from .locks import RepoLocks
 
 FORMAT = "preloader.export/1"
 MANIFEST = "manifest.json"
-CHUNK = 4 * 1024 * 1024
 MAX_MANIFEST = 64 * 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -90,8 +89,12 @@ def export(layout: Layout, specs: Iterable[RepoSpec] | None, out: BinaryIO, *, z
                 files[path] = {"etag": blob.name, "size": state.wanted[path]}
                 blobs[blob.name] = (blob, state.wanted[path])
         refs = [name for name in read_refs(layout, spec).get(state.commit, [])]
-        snapshots.append({"type": spec.repo_type, "repo": spec.repo_id, "commit": state.commit, "refs": refs,
-                          "listing": state.record.listing, "files": files})
+        snapshot = {"type": spec.repo_type, "repo": spec.repo_id, "commit": state.commit, "refs": refs,
+                    "listing": state.record.listing, "files": files}
+        tree = trees.read(layout, spec, state.commit)
+        if tree is not None and _tree_problem(tree, state.record.listing) is None:
+            snapshot["tree"] = tree  # huggingface_hub's listing travels too: an import writes it as it was
+        snapshots.append(snapshot)
     manifest = json.dumps({"format": FORMAT, "snapshots": snapshots,
                            "blobs": {etag: size for etag, (_, size) in sorted(blobs.items())}}, indent=1).encode()
     with _compressed(out, zstd) as stream, tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -262,7 +265,24 @@ def _manifest_problems(manifest: object) -> list[str]:
             if repo_path_problem(path) or not isinstance(info, dict) or blobs.get(info.get("etag")) != info.get("size"):
                 problems.append(f"{where} file {path!r}: unsafe path, or not among the blobs")
         problems += [f"{where} file {path!r} is also a folder of {clash!r}" for path, clash in _clashes(files)]
+        if "tree" in snap:
+            problem = _tree_problem(snap["tree"], listing)
+            if problem is not None:
+                problems.append(f"{where}: tree listing {problem}")
     return problems
+
+
+def _tree_problem(tree: object, listing: dict) -> str | None:
+    """What is wrong with a snapshot's tree listing (optional in an export: older ones have none): it must be
+    listing entries (`trees.valid_entries`) for exactly the files of the snapshot's listing, at their sizes."""
+    entries = trees.valid_entries(tree)
+    if entries is None:
+        return "is not a list of entries with sizes and blob ids"
+    if any(repo_path_problem(path) for path in entries):
+        return "names an unsafe path"
+    if {path: entry["size"] for path, entry in entries.items()} != listing:
+        return "does not match the snapshot's listing"
+    return None
 
 
 def _clashes(files: dict) -> list[tuple[str, str]]:
@@ -299,13 +319,9 @@ def _blob_member(member: tarfile.TarInfo, blobs: dict[str, int], seen: set[str])
 
 def _stage(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, etag: str, size: int) -> None:
     """Copy one blob out of the stream, hashing as it goes; ArchiveError if its bytes are not its etag."""
-    digest = blob_hasher(etag, size)
-    reader = tar.extractfile(member)
     with open(target, "wb") as file:
-        while chunk := reader.read(CHUNK):
-            digest.update(chunk)
-            file.write(chunk)
-    if digest.hexdigest() != etag:
+        checked = copy_checked(tar.extractfile(member), file, etag, size)
+    if not checked:
         raise ArchiveError(f"blob {etag[:12]} in the archive does not match its etag (damaged or tampered); "
                            "nothing was imported")
 
@@ -326,10 +342,9 @@ def _publish(layout: Layout, manifest: dict, present: set[str], staging: Path, l
                     _link_staged(staging / etag, blob, report)
                 link = layout.snapshot_dir(spec, commit) / path
                 atomic.symlink(atomic.relative_target(blob, link), link, root=layout.cache_dir)
-            for ref in snap["refs"]:
-                atomic.write_text(layout.ref_file(spec, ref), commit, root=layout.cache_dir)
             wanted = {path: info["size"] for path, info in snap["files"].items()}
-            records.write(layout, spec, records.Record(commit, dict(snap["listing"]), wanted))
+            publication.publish(layout, spec, commit, record=records.Record(commit, dict(snap["listing"]), wanted),
+                                tree=snap.get("tree"), refs=snap["refs"])
         report.snapshots.append(f"{spec.repo_type}:{spec.repo_id}@{commit}")
     return report
 

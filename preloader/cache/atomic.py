@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..errors import UnsafePathError
+from ..errors import PartialRemovalError, UnsafePathError
 
 TEMP_MARK = ".preloader-tmp-"
 REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM}  # a read-only mount, or files this user may not write
@@ -24,15 +25,23 @@ REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM}  # a read-only mount, or file
 logger = logging.getLogger(__name__)
 
 
+def nearest_existing(path: Path, *, follow: bool = False) -> Path:
+    """`path`, or its nearest parent that is there now: a link counts, dangling or not (what a mkdir would
+    meet), or with `follow` only where it leads somewhere (what can be stat'ed, written in, measured); the
+    root when none is (a path this user may not even look into)."""
+    there = os.path.exists if follow else os.path.lexists
+    for candidate in (path, *path.parents):
+        if there(candidate):
+            return candidate
+    return Path(path.anchor or os.sep)
+
+
 def writable(path: Path) -> bool:
     """Whether this process may create files in `path` (or its nearest existing parent)."""
-    for candidate in (path, *path.parents):
-        if os.path.lexists(candidate):
-            return os.access(candidate, os.W_OK | os.X_OK)
-    return False
+    return os.access(nearest_existing(path), os.W_OK | os.X_OK)
 
 
-class Optional:
+class DispensableWrites:
     """Writes a start from a complete snapshot can do without (last use, links already right elsewhere):
     on a read-only cache they are skipped, with one warning for the whole run."""
 
@@ -79,9 +88,7 @@ def ensure_inside(path: Path, root: Path, verb: str = "write") -> Path:
     `path` itself is not followed: writes rename over it and deletes unlink it, both acting on a link
     and never on what it points at. Returns `path`; raises UnsafePathError otherwise.
     """
-    existing = path.parent
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent  # check what is there now, before mkdir could follow a planted link
+    existing = nearest_existing(path.parent)  # check what is there now, before mkdir could follow a planted link
     if existing != root and root not in existing.parents:
         return path  # the root itself is not made yet: nothing can be planted under it
     parent = leads_out(existing, root)
@@ -110,6 +117,8 @@ def remove(path: Path, roots: Iterable[Path | None]) -> bool:
 
     A folder on the way that is a symlink leading elsewhere is refused (UnsafePathError, naming it), so
     nothing reached through it is deleted. `shutil.rmtree` itself never follows links below the folder.
+    A removal that fails, even part-way, raises PartialRemovalError (74) naming what is left: never
+    reported as done.
     """
     roots = [root for root in roots if root is not None]
     root_of(path, roots)  # in one of them, and not one of them
@@ -118,10 +127,24 @@ def remove(path: Path, roots: Iterable[Path | None]) -> bool:
             ensure_inside(path, root, "delete")
     if not os.path.lexists(path):
         return False
+    failures: list[tuple[str, OSError]] = []
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        def failed(function, name, error) -> None:
+            error = error if isinstance(error, BaseException) else error[1]  # onexc, or onerror's exc_info
+            if not isinstance(error, FileNotFoundError):  # gone meanwhile is gone
+                failures.append((name, error))
+
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=failed)
+        else:
+            shutil.rmtree(path, onerror=failed)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            failures.append((str(path), error))
+    if failures:
+        raise PartialRemovalError(path, failures)
     return True
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..logs import event
 from ..spec import RepoSpec
 from . import atomic
-from .hashing import blob_hasher
+from .hashing import copy_checked
 from .layout import Layout, parse_folder_name
 
 logger = logging.getLogger(__name__)
@@ -68,13 +68,9 @@ def _checked_copy_into(source: Path, target: Path, etag: str, size: int) -> bool
     """Copy where links cannot be made (another filesystem), publishing only bytes that hash to the etag."""
     temp = atomic.temp_name(target)
     try:
-        digest = blob_hasher(etag, size)
         with open(source, "rb") as reader, open(temp, "wb") as writer:
-            while chunk := reader.read(8 * 1024 * 1024):
-                digest.update(chunk)
-                writer.write(chunk)
-        if digest.hexdigest() != etag:
-            return False
+            if not copy_checked(reader, writer, etag, size):
+                return False
         os.replace(temp, target)
         return True
     except OSError:

@@ -7,7 +7,8 @@ when no repo links it any more (`store.sweep`); the bytes reported freed are
 the bytes that left the disk, and a dry run counts the same bytes (`freed_by`).
 
 Every delete goes through `atomic.remove`: nothing reached through a folder that leads out of the cache,
-the state dir or the link root is deleted.
+the state dir or the link root is deleted, and a delete that fails part-way (PartialRemovalError) is
+reported as failed, with what is left, never counted as removed or freed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import PartialRemovalError
 from ..spec import RepoSpec
 from . import atomic, records, store
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, read_refs, scan_repo, snapshot_blobs
@@ -36,8 +38,9 @@ class Removal:
 @dataclass
 class RemovalReport:
     removed: list[Removal] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # left alone: locked, unsafe, or failed (below)
     leftovers: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # removals that failed part-way: what is left stays
     freed: int = 0
     dry_run: bool = False
 
@@ -76,15 +79,16 @@ def remove_revision(layout: Layout, repo: RepoInfo, revision: RevisionInfo) -> N
 
 def unlink_blob(blob: Path, layout: Layout, entries: set[Path]) -> int:
     """Remove one repo blob; the bytes that frees now. A link into the shared store frees nothing
-    itself: its entry goes into `entries`, for `store.sweep` once every removal is done."""
+    itself: its entry goes into `entries`, for `store.sweep` once every removal is done. PartialRemovalError
+    when it cannot be deleted."""
     try:
         entry = store.target(blob, layout.cache_dir)
         st = blob.lstat()
-        # A link into the store, or a hard link another repo shares (dedup), frees nothing yet.
-        size = st.st_size if entry is None and not blob.is_symlink() and st.st_nlink == 1 else 0
-        if not atomic.remove(blob, layout.roots):
-            return 0
-    except OSError:
+    except FileNotFoundError:
+        return 0  # gone meanwhile
+    # A link into the store, or a hard link another repo shares (dedup), frees nothing yet.
+    size = st.st_size if entry is None and not blob.is_symlink() and st.st_nlink == 1 else 0
+    if not atomic.remove(blob, layout.roots):
         return 0
     if entry is not None:
         entries.add(entry)
@@ -115,40 +119,57 @@ def unused_blobs(layout: Layout, spec: RepoSpec, *, older_than: float | None = N
     return unused
 
 
-def collect_blobs(layout: Layout, spec: RepoSpec, *, older_than: float | None = None) -> int:
-    """Delete the repo's unused blobs (see `unused_blobs`); the bytes freed. Drop the repo folder when
-    nothing is left in it."""
+def collect_blobs(layout: Layout, spec: RepoSpec, *, older_than: float | None = None) -> tuple[int, list[str]]:
+    """Delete the repo's unused blobs (see `unused_blobs`): the bytes freed, and a line for each that could not
+    be deleted. Drop the repo folder when nothing is left in it."""
     entries: set[Path] = set()
-    freed = sum(unlink_blob(blob, layout, entries) for blob in unused_blobs(layout, spec, older_than=older_than))
+    freed, failed = 0, []
+    for blob in unused_blobs(layout, spec, older_than=older_than):
+        try:
+            freed += unlink_blob(blob, layout, entries)
+        except PartialRemovalError as error:
+            failed.append(f"{spec.repo_type} {spec.repo_id}: blob {blob.name[:12]}: {error}")
     freed += store.sweep(entries, layout.cache_dir)
     snapshots, blobs_dir = layout.snapshots_dir(spec), layout.blobs_dir(spec)
     real = [e for e in (os.listdir(snapshots) if snapshots.is_dir() else []) if not (snapshots / e).is_symlink()]
     if not real and not (os.listdir(blobs_dir) if blobs_dir.is_dir() else []):  # nothing left, nothing coming
-        atomic.remove(layout.repo_dir(spec), layout.roots)
-        for kind in STATE_KINDS:
-            atomic.remove(layout.state_folder(kind, spec), layout.roots)
-    return freed
+        try:
+            atomic.remove(layout.repo_dir(spec), layout.roots)
+            for kind in STATE_KINDS:
+                atomic.remove(layout.state_folder(kind, spec), layout.roots)
+        except PartialRemovalError as error:
+            failed.append(f"{spec.repo_type} {spec.repo_id}: {error}")
+    return freed, failed
 
 
 def remove_commits(layout: Layout, repo_dir: Path, commits: set[str] | None, reason: str
-                   ) -> tuple[list[Removal], int]:
+                   ) -> tuple[list[Removal], int, list[str]]:
     """Remove these commits' snapshots (all if None) of one repo, then its unused blobs: what was
-    removed, and the bytes that freed. Hold the lock."""
+    removed, the bytes that freed, and a line for each removal that failed part-way (not counted, and
+    the blobs what is left of it links are kept). Hold the lock."""
     repo = scan_repo(layout, repo_dir)
     if repo is None:
-        return [], 0
+        return [], 0, []
     atomic.refuse_escapes(layout.guarded_folders(repo.spec), "delete")  # before anything goes
-    removed = []
+    removed, failed = [], []
     for revision in repo.revisions:
         if commits is None or revision.commit in commits:
-            remove_revision(layout, repo, revision)
+            try:
+                remove_revision(layout, repo, revision)
+            except PartialRemovalError as error:
+                failed.append(f"{repo.repo_type} {repo.repo_id}@{revision.commit[:12]}: {error}")
+                continue
             removed.append(Removal(repo.repo_type, repo.repo_id, revision.commit, revision.size, reason,
                                    revision.last_used))
-    if commits is None:
-        for link in latest_links(layout, repo.spec):
-            atomic.remove(link, layout.roots)
-        atomic.remove(layout.refs_dir(repo.spec), layout.roots)
-    return removed, collect_blobs(layout, repo.spec)
+    if commits is None and not failed:
+        try:
+            for link in latest_links(layout, repo.spec):
+                atomic.remove(link, layout.roots)
+            atomic.remove(layout.refs_dir(repo.spec), layout.roots)
+        except PartialRemovalError as error:
+            failed.append(f"{repo.repo_type} {repo.repo_id}: {error}")
+    freed, blobs_failed = collect_blobs(layout, repo.spec)
+    return removed, freed, failed + blobs_failed
 
 
 def going_blobs(layout: Layout, repo: RepoInfo, commits: set[str] | None) -> set[Path]:

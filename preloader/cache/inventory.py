@@ -229,13 +229,10 @@ def physical_size(layout: Layout, repos: list[RepoInfo]) -> tuple[int, int]:
 
 def free_space(path: Path) -> int | None:
     """Free bytes on the volume holding `path` (or its nearest existing parent)."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            try:
-                return shutil.disk_usage(candidate).free
-            except OSError:
-                return None
-    return None
+    try:
+        return shutil.disk_usage(atomic.nearest_existing(path, follow=True)).free
+    except OSError:
+        return None
 
 
 def find_repo(info: CacheInfo, spec: RepoSpec) -> RepoInfo | None:

@@ -16,7 +16,9 @@ duplicated bandwidth and lets waiters find the work done. Two kinds:
   token to the volume: what makes an overtaken holder harmless is that everything
   it publishes is checked and renamed into place, never written in place.
 
-`auto` picks `lease` where the state dir is on a network or FUSE filesystem.
+`auto` picks `lease` where the state dir is on a network or FUSE filesystem. A `flock` asked for where
+the filesystem has none (ENOSYS) becomes the lease too, with a warning, as huggingface_hub's WeakFileLock
+falls back to a soft lock: filelock's own fallback would be a marker no one breaks when its holder dies.
 """
 
 from __future__ import annotations
@@ -59,8 +61,7 @@ class LockPolicy:
 
 def filesystem_of(path: Path) -> tuple[str, str]:
     """(filesystem type, mount point) of the mount holding `path` (or its nearest existing parent)."""
-    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), Path("/"))
-    real = os.path.realpath(existing)
+    real = os.path.realpath(atomic.nearest_existing(path))
     best = ("unknown", "/")
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
@@ -128,9 +129,10 @@ def hold(
 
     atomic.make_parent(path, root)
     if lease is None:
-        lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+        # No silent soft fallback: filelock's would be a marker no one ever breaks when its holder dies.
+        lock = FileLock(path, mode=LOCK_MODE, is_singleton=False, thread_local=False, fallback_to_soft=False)
     else:
-        lock = _lease_class()(path, lease_duration=lease, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+        lock = _lease(path, lease)
     start = time.monotonic()
     limit = timeout
     first = True  # a try without waiting, so that the wait's start is logged as it starts
@@ -151,8 +153,17 @@ def hold(
                 ) from None
             event(logger, "lock.wait", what=what, elapsed=f"{elapsed:.0f}s", lock=path)
             first = False
-        except OSError as error:
-            if error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW: a planted symlink
+        except (NotImplementedError, OSError) as error:
+            if lease is None and _no_flock(error):
+                # As huggingface_hub's WeakFileLock does where flock is missing (some FUSE and network
+                # filesystems): go on with a soft lock, here the lease, whose stale marker is taken over.
+                lease = LockPolicy("lease").stale
+                logger.warning("flock is not supported on the filesystem of %s (%s): using a lease lock there "
+                               "(PRELOADER_LOCK=lease)", path, error)
+                path = path.with_suffix(".lease")  # Layout.lock_file's lease marker: what PRELOADER_LOCK=lease takes
+                lock = _lease(path, lease)
+                continue
+            if isinstance(error, OSError) and error.errno == errno.ELOOP:  # filelock opens with O_NOFOLLOW
                 raise UnsafePathError(
                     f"lock file {path} is a symlink; refusing to follow it (planted by another process?): "
                     "remove it and retry"
@@ -166,9 +177,22 @@ def hold(
         lock.release()
 
 
+def _no_flock(error: BaseException) -> bool:
+    """Whether `error` says the filesystem has no flock: ENOSYS, or the NotImplementedError other filelock
+    versions raise for it."""
+    return isinstance(error, NotImplementedError) or getattr(error, "errno", None) == errno.ENOSYS
+
+
+def _lease(path: Path, stale: float):
+    return _lease_class()(path, lease_duration=stale, mode=LOCK_MODE, is_singleton=False, thread_local=False)
+
+
 @functools.cache
 def _lease_class():
     """filelock's SoftFileLease, able to take over a stale lease on filesystems without rename exchange.
+
+    This leans on filelock's private parts (`SoftFileLease._take_over(marker, breaker_pid)`, `_lock_path`,
+    `filelock._filesystem._exchange`): pyproject.toml pins the 4.3 series they were read from.
 
     filelock 4.3 breaks a stale marker with renameat2(RENAME_EXCHANGE), which NFS and FUSE filesystems
     (bindfs, juicefs, s3fs...) refuse; it then leaves the marker in place, and a dead holder's lease is
@@ -193,7 +217,7 @@ def _exchange_works(directory: str) -> bool:
     """Whether renameat2(RENAME_EXCHANGE) works in `directory` (probed once, with two files of our own)."""
     try:
         from filelock._filesystem._exchange import exchange_names, exchange_supported
-    except ImportError:  # another filelock: let it do as it does
+    except ImportError:  # a filelock outside the pinned range: let it do as it does
         return True
     if not exchange_supported():
         return True  # filelock has its own way on this platform
@@ -211,18 +235,30 @@ def _exchange_works(directory: str) -> bool:
 
 
 def _break_by_rename(lock_file: str, marker: os.stat_result) -> None:
-    """Move a stale marker out of the way; one moved by mistake (a successor's) is linked back."""
+    """Move a stale marker out of the way; one moved by mistake (a successor's) is linked back. A live
+    marker is never deleted: where it cannot be put back it stays aside, and a warning names it."""
     aside = f"{lock_file}.break.{os.getpid()}.{os.urandom(8).hex()}"
-    with contextlib.suppress(OSError):
+    try:
         current = os.lstat(lock_file)
         if (current.st_mtime, current.st_ino) != (marker.st_mtime, marker.st_ino):
             return  # replaced since it was observed
         os.rename(lock_file, aside)
-        moved = os.lstat(aside)
-        if (moved.st_mtime, moved.st_ino) == (marker.st_mtime, marker.st_ino):
-            os.unlink(aside)
-            return
-        try:
-            os.link(aside, lock_file, follow_symlinks=False)  # fails if yet another contender holds the path
-        finally:
-            os.unlink(aside)
+    except OSError:
+        return  # gone meanwhile, or another waiter moved it first: the next poll sees
+    moved = os.lstat(aside)
+    if (moved.st_mtime, moved.st_ino) == (marker.st_mtime, marker.st_ino):
+        os.unlink(aside)
+        return
+    try:
+        os.link(aside, lock_file, follow_symlinks=False)  # fails if yet another contender holds the path
+    except OSError as error:
+        # No hard links here (some FUSE filesystems): rename it back while the path is free. A contender
+        # that took the path meanwhile keeps it: the successor's marker then stays aside, never deleted.
+        if error.errno != errno.EEXIST and not os.path.lexists(lock_file):
+            os.rename(aside, lock_file)
+        else:
+            logger.warning("a live lease marker was moved while breaking a stale one and could not be put back "
+                           "(%s): it stays at %s; two holders may overlap once, and the cache stays correct "
+                           "(publication is by rename)", error.strerror, aside)
+        return
+    os.unlink(aside)

@@ -12,14 +12,15 @@ repo lock, so they never delete under a running preload.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFoundError, TransientError, UnsafePathError
+from ..errors import NotFoundError, PartialRemovalError, TransientError, UnsafePathError
 from ..spec import RepoSpec
-from . import atomic, evict, hashing, records, store, trees
+from . import atomic, evict, hashing, publication, records, store
 from .dedup import DedupReport, duplicates, replace_with_link
 from .evict import Removal, RemovalReport
 from .integrity import SnapshotCheck, check_snapshot, drop_bad_files
@@ -128,8 +129,8 @@ def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub)
     if after.corrupt or after.truncated or still:
         raise TransientError(f"{spec}: repair did not fix {', '.join(after.corrupt + after.truncated + still)}")
     check.repaired = bad
-    records.write(lay, spec, records.Record(commit, listing, dict(wanted)))
-    trees.write(lay, spec, commit, {path: f.tree_entry() for path, f in files.items()})
+    publication.publish(lay, spec, commit, record=records.Record(commit, listing, dict(wanted)),
+                        tree={path: f.tree_entry() for path, f in files.items()})
 
 
 def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions: Iterable[RepoSpec] = (), *,
@@ -169,9 +170,11 @@ def remove(cache: Layout | str | Path, repos: Iterable[RepoSpec] = (), revisions
             continue
         with (locking or RepoLocks.auto(lay)).hold(repo.spec, timeout=lock_timeout,
                                                     what=f"{repo.repo_type} {repo.repo_id}"):
-            removed, freed = evict.remove_commits(lay, repo.path, commits, "requested")
+            removed, freed, failed = evict.remove_commits(lay, repo.path, commits, "requested")
         report.removed += removed
         report.freed += freed
+        report.failed += failed
+        report.skipped += failed
     if dry_run:  # the blobs of every repo at once: a file hard-linked or stored once for several counts once
         report.freed = evict.freed_by(going, lay.cache_dir)
     return report
@@ -229,8 +232,10 @@ def _evict(lay: Layout, locking: RepoLocks, repo: RepoInfo, rev: RevisionInfo, r
     else:
         try:
             with locking.hold(repo.spec, timeout=0):
-                removed, freed = evict.remove_commits(lay, repo.path, {rev.commit}, reason)
+                removed, freed, failed = evict.remove_commits(lay, repo.path, {rev.commit}, reason)
             report.removed += removed
+            report.failed += failed
+            report.skipped += failed
         except TransientError:
             report.skipped.append(f"{repo.repo_type} {repo.repo_id}@{rev.commit[:12]}: locked")
             return 0
@@ -273,6 +278,10 @@ def _clean_leftovers(lay: Layout, locking: RepoLocks, info: CacheInfo, grace: fl
             logger.warning("%s", error)
             report.skipped.append(f"{path}: unsafe: {error}")
             continue
+        except PartialRemovalError as error:
+            report.failed.append(f"{path}: {error}")
+            report.skipped.append(f"{path}: {error}")
+            continue
         report.leftovers.append(str(path))
 
 
@@ -288,7 +297,10 @@ def _collect_unused(lay: Layout, locking: RepoLocks, spec: RepoSpec, before: flo
     try:
         with locking.hold(spec, timeout=0, what=f"{spec.repo_type} {spec.repo_id}"):
             still = set(evict.unused_blobs(lay, spec, older_than=before))
-            report.freed += evict.collect_blobs(lay, spec, older_than=before)
+            freed, failed = evict.collect_blobs(lay, spec, older_than=before)
+            report.freed += freed
+            report.failed += failed
+            report.skipped += failed
     except TransientError:
         report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unused blobs: locked")
         return
@@ -296,7 +308,7 @@ def _collect_unused(lay: Layout, locking: RepoLocks, spec: RepoSpec, before: flo
         logger.warning("%s", error)
         report.skipped.append(f"{spec.repo_type} {spec.repo_id}: unsafe: {error}")
         return
-    report.leftovers += [str(blob) for blob in unused if blob in still]
+    report.leftovers += [str(blob) for blob in unused if blob in still and not os.path.lexists(blob)]
 
 
 def _repo_of(lay: Layout, path: Path) -> RepoSpec | None:

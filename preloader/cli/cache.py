@@ -12,7 +12,7 @@ import click
 from .. import cache, logs
 from ..cache import archive
 from ..cache.locks import RepoLocks
-from ..errors import OutputClosedError, os_error
+from ..errors import DiskError, OutputClosedError, os_error
 from ..spec import parse_removals, parse_specs
 from ..units import human_size
 from . import render
@@ -124,6 +124,7 @@ def rm_command(specs, datasets_only, revision, everything, yes, dry_run, as_json
     report = cache.remove(s.layout, whole, revisions, everything=everything, lock_timeout=s.lock_timeout,
                           dry_run=dry_run, locking=locking(s))
     emit(as_json, render.removal_json(report, "rm"), render.removal_text(report))
+    fail_on_partial_removals(report)
 
 
 @click.command()
@@ -150,6 +151,15 @@ def prune(max_size, older_than, keep_last, keep, keep_dataset, grace, dry_run, a
     report = cache.prune(s.layout, max_size=max_size, older_than=older_than, keep_last=keep_last, keep=kept,
                          grace=grace, dry_run=dry_run, locking=locking(s))
     emit(as_json, render.removal_json(report, "prune"), render.removal_text(report))
+    fail_on_partial_removals(report)
+
+
+def fail_on_partial_removals(report) -> None:
+    """Exit 74 when a removal failed part-way: the report above lists it under skipped, and what is left."""
+    if report.failed:
+        more = f" (and {len(report.failed) - 1} more, listed above)" if len(report.failed) > 1 else ""
+        raise DiskError(f"{len(report.failed)} removal(s) failed part-way and were not counted: "
+                        f"{report.failed[0]}{more}")
 
 
 @click.command(name="dedup")

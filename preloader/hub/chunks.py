@@ -6,9 +6,9 @@ import contextlib
 import queue
 import threading
 
+from ..cache.hashing import Hasher, HashThread
 from .connections import Response
 from .errors import ContentMismatch
-from .hashing import Hasher, HashThread
 from .rangemap import SAVE_EVERY, RangeMap
 from .source import RemoteSource
 

@@ -13,9 +13,10 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from ..errors import (
+from ..errors import (  # noqa: F401 (ContentMismatch: the HTTP layer's name for it too)
     OS_FAULTS,
     AuthError,
+    ContentMismatch,
     HubDataError,
     NotFoundError,
     PreloaderError,
@@ -59,11 +60,6 @@ class HubUnreachable(TransientError):
 
 class NetworkError(HubUnreachable):
     """The connection failed: refused, reset, cut short or timed out."""
-
-
-class ContentMismatch(TransientError):
-    """The bytes received are not the ones asked for (wrong hash, too many, not the range asked), or another
-    writer took the partial file away: what was written is dropped and the file is fetched again."""
 
 
 class UntrustedCertificate(AuthError):

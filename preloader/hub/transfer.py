@@ -4,7 +4,7 @@ The bytes go to `blobs/<etag>.incomplete` (huggingface_hub's name for a partial
 blob) under the blob's lock (huggingface_hub's lock file, so its downloads and
 ours never write the same blob at once). Which chunks are on disk is kept in a
 range map in the state dir (`rangemap`), so a restart after `kill -9` fetches
-only the rest. The file is hashed as the chunks land, in order (`hashing`), and
+only the rest. The file is hashed as the chunks land, in order (`cache.hashing`), and
 is renamed into `blobs/` only when its size and hash match the etag.
 
 huggingface_hub's hf_transfer cannot do this: it deletes the file on any error,
@@ -18,13 +18,12 @@ import errno
 import os
 
 from ..cache import atomic, dedup
-from ..cache.hashing import algorithm
+from ..cache.hashing import Hasher, algorithm
 from ..cache.layout import Layout
 from ..errors import LockTimeoutError, TransientError, UnsafePathError
 from ..spec import RepoSpec
 from .chunks import ParallelDownload
 from .errors import ContentMismatch
-from .hashing import Hasher
 from .listing import RemoteFile
 from .rangemap import RangeMap, Stopper
 from .source import RemoteSource

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..cache import atomic, locks, records, trees
+from ..cache import atomic, locks, publication, records
 from ..cache.layout import PARTIAL_SUFFIX, Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
@@ -55,7 +55,7 @@ class Preloader:
         self.deadline = Deadline(settings.timeout)
         self.progress = progress
         self.sleep = sleep
-        self.optional = atomic.Optional()
+        self.optional = atomic.DispensableWrites()
         self.locks = locks.RepoLocks.auto(self.layout, settings.lock, settings.lease_stale)
         self.tiers = Tiers(settings)
         self._hub = None
@@ -96,13 +96,7 @@ class Preloader:
             if (spec.repo_type, spec.repo_id) in linked or result.hub_cache != self.layout.cache_dir:
                 continue  # a snapshot used where it is, in a read-only tier: nothing of ours to link
             linked.add((spec.repo_type, spec.repo_id))
-            for place, link in self.layout.latest_links(spec).items():
-                if place == self.layout.latest:
-                    self.optional.write("the `latest` link", atomic.symlink,
-                                        self.layout.latest_target(spec, result.commit), link,
-                                        root=self.layout.cache_dir)
-                elif link.is_symlink():
-                    self.optional.write("the `latest` link", atomic.remove, link, self.layout.roots)
+            publication.link_latest(self.layout, spec, result.commit, self.optional)
 
     def state(self, spec: RepoSpec, commit: str | None = None) -> Completeness:
         """What `commit` (default: what the request means locally) lacks for this plan's selection."""
@@ -267,8 +261,8 @@ class Preloader:
         record = records.read(self.layout, spec, commit) or Record(commit, {})
         record.listing = {path: f.size for path, f in p.files.items()}
         record.complete.update(p.wanted)
-        records.write(self.layout, spec, record)
-        trees.write(self.layout, spec, commit, {path: f.tree_entry() for path, f in p.files.items()})
+        publication.publish(self.layout, spec, commit, record=record,
+                            tree={path: f.tree_entry() for path, f in p.files.items()})
         records.clear_started(self.layout, spec, commit)
         secs = clock.seconds()
         event(logger, "fetch.done", repo=spec.repo_id, rev=spec.revision, commit=commit, files=len(todo),
@@ -278,15 +272,9 @@ class Preloader:
 
     def publish(self, state: Completeness, clock: Clock, *, fetched: int, source: str) -> PreloadResult:
         """Point refs and the alias at a complete snapshot; report the result."""
-        spec, commit, layout, optional = state.spec, state.commit, self.layout, self.optional
-        if not spec.is_commit and records.local_commit(layout, spec) != commit:
-            optional.write(f"refs/{spec.revision}", atomic.write_text, layout.ref_file(spec), commit,
-                           root=layout.cache_dir)
-        alias = layout.alias_link(spec)
-        if alias is not None:
-            target = atomic.relative_target(layout.snapshot_dir(spec, commit), alias)
-            optional.write("the alias link", atomic.symlink, target, alias, root=layout.link_root)
-        optional.write("last use", records.mark_used, layout, spec, commit)
+        spec, commit, layout = state.spec, state.commit, self.layout
+        publication.publish(layout, spec, commit, refs=() if spec.is_commit else (spec.revision,), alias=True,
+                            used=True, writes=self.optional)
         return self.ready(PreloadResult.of(layout, state, fetched=fetched, seconds=clock.seconds(), source=source))
 
     def ready(self, result: PreloadResult) -> PreloadResult:

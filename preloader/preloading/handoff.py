@@ -67,11 +67,9 @@ def check_manifest(settings: Settings) -> None:
     where = f"PRELOADER_MANIFEST (--manifest) {path}"
     if path.is_dir():
         raise ConfigError(f"{where} is a directory; name a file in it, e.g. {path / 'manifest.json'}")
-    for parent in path.parents:
-        if parent.is_dir():
-            return
-        if os.path.lexists(parent):
-            raise ConfigError(f"{where}: {parent} is not a directory; name a file in a folder")
+    parent = atomic.nearest_existing(path.parent)
+    if not parent.is_dir():
+        raise ConfigError(f"{where}: {parent} is not a directory; name a file in a folder")
 
 
 def write_manifest(settings: Settings, results: Sequence[PreloadResult],

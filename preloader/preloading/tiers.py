@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..cache import atomic, records
+from ..cache import atomic, publication, records, trees
 from ..cache.layout import Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
@@ -49,7 +49,10 @@ class Tiers:
                 atomic.symlink(real, blob, root=layout.cache_dir)  # absolute: the tier is mounted elsewhere
             link = layout.snapshot_dir(spec, commit) / path
             atomic.symlink(atomic.relative_target(blob, link), link, root=layout.cache_dir)
-        records.write(layout, spec, Record(commit, dict(state.record.listing), dict(state.wanted)))
+        # The tier's tree listing too, where it has one: huggingface_hub's readers of this cache trust it.
+        publication.publish(layout, spec, commit, record=Record(commit, dict(state.record.listing),
+                                                                dict(state.wanted)),
+                            tree=trees.read(tier, spec, commit))
         event(logger, "tier.linked", repo=spec.repo_id, rev=state.spec.revision, commit=commit,
               tier=tier.cache_dir, files=len(state.wanted))
         s = self.settings

@@ -47,7 +47,7 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
             logged = clock.seconds()
             event(logger, "wait", pending=",".join(str(state.spec) for state in pending), elapsed=f"{logged:.0f}s")
         sleep(poll if left is None else max(0.0, min(poll, left)))
-    optional = atomic.Optional()
+    optional = atomic.DispensableWrites()
     for where, state in found:
         if where is layout:
             optional.write("last use", records.mark_used, layout, state.spec, state.commit)
