@@ -100,7 +100,7 @@ READ_ONLY = {
     "prune": (77, "preloader/locks/models--org--tiny-model.lock: the volume is mounted read-only"),
     "export": (77, "cannot write the archive {vol}/out.tar: the volume is mounted read-only"),
     "import": (77, "import into {vol}/hub failed: cannot write {vol}/hub/.locks/"),
-    "run-missing": (74, "is read-only here and needs files"),
+    "run-missing": (77, "is on a volume mounted read-only here and needs files"),
 }
 
 
@@ -128,6 +128,8 @@ UNPRIVILEGED = {
     "prune": (77, "{vol}/preloader/locks/models--org--tiny-model.lock: permission denied for uid 65534"),
     "export": (77, "cannot write the archive {vol}/out.tar: permission denied for uid 65534"),
     "import": (77, "import into {vol}/hub failed: cannot write {vol}/hub/.locks/"),
+    "run": 0,  # complete: starts, with one warning that this user may not write (its manifest goes elsewhere)
+    "run-missing": (77, "the cache {vol}/hub is not writable by uid 65534 and needs files: "),
 }
 
 
@@ -143,6 +145,8 @@ def test_an_unprivileged_user_on_a_root_owned_cache(volume, hub, name):
     if words:
         line = error_line(proc)
         assert words.format(vol=volume) in line and "read-only" not in line
+    if name == "run":
+        assert "this user (uid 65534) may not write the cache here" in proc.stderr and "read-only" not in proc.stderr
     assert tree(volume) == before
 
 

@@ -84,9 +84,10 @@ def test_a_read_only_volume_missing_files_fails_clearly(hub, tmp_path, read_only
     ro = read_only(volume)
     reader = writer | {"PRELOADER_CACHE_DIR": str(ro / "hub"), "RUNPOD_HUGGINGFACE_MODEL": f"{MODEL},org/second-model"}
     proc = run_preloader(["run", "--", "true"], reader)
-    assert proc.returncode == 74, proc.stderr
+    assert proc.returncode == 77, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"preloader: error: the cache {ro / 'hub'} is read-only here and needs files: "
+    assert lines[-1].startswith(f"preloader: error: the cache {ro / 'hub'} is on a volume mounted read-only here and "
+                                "needs files: "
                                 "model:org/second-model@main: commit ")
     assert lines[-1].endswith("is not in the cache; preload it from a node that mounts it read-write (`preloader run`), "
                               "then start this one")

@@ -36,6 +36,14 @@ def nearest_existing(path: Path, *, follow: bool = False) -> Path:
     return Path(path.anchor or os.sep)
 
 
+def on_read_only_volume(path: Path) -> bool:
+    """Whether the filesystem holding `path` (or its nearest existing parent) is mounted read-only."""
+    try:
+        return bool(os.statvfs(nearest_existing(path)).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def writable(path: Path) -> bool:
     """Whether this process may create files in `path` (or its nearest existing parent)."""
     return os.access(nearest_existing(path), os.W_OK | os.X_OK)
@@ -58,8 +66,10 @@ class DispensableWrites:
                 raise
             if self.refused is None:
                 self.refused = error
-                logger.warning("the cache is read-only here (%s: %s): %s and what follows is not recorded; "
-                               "starting on what is complete", error.strerror, error.filename, what)
+                why = ("the cache is read-only here" if error.errno == errno.EROFS
+                       else f"this user (uid {os.geteuid()}) may not write the cache here")
+                logger.warning("%s (%s: %s): %s and what follows is not recorded; starting on what is complete",
+                               why, error.strerror, error.filename, what)
             return False
 
 

@@ -17,7 +17,7 @@ from ..cache import atomic, locks, publication, records
 from ..cache.layout import PARTIAL_SUFFIX, Layout
 from ..cache.records import Completeness, Record
 from ..config import Settings
-from ..errors import ConfigError, DiskError, NotCachedError, NotFoundError, TransientError
+from ..errors import ConfigError, DiskError, NotCachedError, NotFoundError, PermissionDeniedError, TransientError
 from ..logs import Clock, event
 from ..metrics import Metrics
 from ..spec import RepoSpec
@@ -174,8 +174,14 @@ class Preloader:
         if atomic.writable(self.layout.cache_dir):
             return
         missing = "; ".join(f"{p.spec}: {self.state(p.spec, p.commit).detail}" for p in pending)
-        raise DiskError(f"the cache {self.layout.cache_dir} is read-only here and needs files: {missing}; "
-                        "preload it from a node that mounts it read-write (`preloader run`), then start this one")
+        if atomic.on_read_only_volume(self.layout.cache_dir):  # "read-only" only when the mount is
+            raise PermissionDeniedError(
+                f"the cache {self.layout.cache_dir} is on a volume mounted read-only here and needs files: "
+                f"{missing}; preload it from a node that mounts it read-write (`preloader run`), then start this one")
+        raise PermissionDeniedError(
+            f"the cache {self.layout.cache_dir} is not writable by uid {os.geteuid()} and needs files: {missing}; "
+            "give this user access (chown or chmod the volume, or a shared group with umask 002), or preload it "
+            "as its owner (`preloader run`), then start this one")
 
     def preflight(self, pending: list[Pending]) -> int:
         """Bytes still to fetch for the whole plan; DiskError (74) before any byte is written if they do not fit."""
