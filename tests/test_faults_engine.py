@@ -117,8 +117,7 @@ def test_a_damaged_blob_no_snapshot_links_yet_is_not_linked(hub, mirrors, cache)
 
 
 # 7: a command or a manifest path that cannot work is a setting to fix, before any work ----------------
-@pytest.mark.parametrize("args", [["run", "--"], ["run", "--", ""], ["run", "--", "", "x"], ["wait", "--"],
-                                  ["wait", "--", ""]])
+@pytest.mark.parametrize("args", [["run", "--", ""], ["run", "--", "", "x"], ["wait", "--", ""]])
 def test_an_empty_service_command_is_78_before_any_work(hub, cache, args):
     inject()
     proc = run(args, env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL), expect=78)
@@ -362,3 +361,10 @@ def test_an_interrupted_run_leaves_no_temp_files(hub, mirrors, cache, how):
     assert "service-started" not in out
     assert temp_files(cache.parent) == []
     assert records(cache) == []
+
+
+def test_a_bare_double_dash_is_the_no_command_mode_the_image_entrypoint_relies_on(hub, mirrors, cache):
+    """`ENTRYPOINT ["tini", "--", "preloader", "run", "--"]` with no CMD: preload and exit 0 (an init container)."""
+    proc = run(["run", "--"], env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL), expect=0)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot_bytes_ok(cache, mirrors, MODEL)

@@ -21,8 +21,10 @@ NO_INTERSPERSED = {"allow_interspersed_args": False}
 
 
 def given(command: tuple[str, ...]) -> list[str]:
-    """COMMAND; `run --` with nothing after the `--` is an empty command (78), not the no-command mode."""
-    return list(command) or ([""] if sys.argv[-1:] == ["--"] else [])
+    """COMMAND. `run --` with nothing after the `--` is the no-command mode, as the image's
+    `ENTRYPOINT ["tini", "--", "preloader", "run", "--"]` with no CMD relies on; an empty program name
+    (`run -- ""`) is 78."""
+    return list(command)
 
 
 @click.command(context_settings=NO_INTERSPERSED)
