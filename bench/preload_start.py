@@ -11,8 +11,8 @@ times, as whole processes (medians of --runs):
   - preloader cached, branches: same, by branch/tag name (one lookup per repo);
   - hf download cached: `hf download` of each repo again into the filled cache;
   - baseline: `python -c pass` and `true`, to show what is interpreter start-up.
-Prints a Markdown table; docs/development.md (Benchmarks) records one run of it. The package is byte-compiled first, as an
-install would leave it. To measure another checkout of the package: PYTHONPATH=<its root>.
+Prints a Markdown table; docs/development.md (Benchmarks) records one run of it. The package is
+byte-compiled first, as an install would leave it. To measure another checkout of the package: PYTHONPATH=<its root>.
 """
 
 from __future__ import annotations
