@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from ..cache import atomic, records
@@ -32,19 +31,20 @@ def remove_damaged(layout: Layout, spec: RepoSpec, commit: str, files: dict, wan
     the fetch gets them again; return their paths. The caller holds the repo lock."""
     record = records.read(layout, spec, commit)
     snapshot = layout.snapshot_dir(spec, commit)
-    blobs = _resolved(layout.blobs_dir(spec))
     damaged = []
     for path, size in wanted.items():
         file = files[path]
         entry = snapshot / path
         recorded = record is not None and record.complete.get(path) == size
         if _damaged(entry, file.etag, size, recorded):
-            atomic.ensure_inside(entry, layout.cache_dir)  # never a delete through a link leading out
             damaged.append(path)
-            _remove(entry, blobs)
+            target = entry.resolve() if entry.is_symlink() else None
+            atomic.remove(entry, layout.roots)  # the link (never what it leads to), or a folder in its place
+            if target is not None:
+                _remove_blob(layout, spec, target)
         blob = layout.blob(spec, file.etag)
         if _size(blob) not in (None, size):  # a damaged blob no snapshot links yet: it would be linked again
-            _unlink_inside(blob, blobs)
+            _remove_blob(layout, spec, blob)
     if damaged:
         event(logger, "heal", logging.WARNING, repo=spec.repo_id, rev=spec.revision, commit=commit,
               files=len(damaged), damaged=",".join(damaged[:5]))
@@ -63,16 +63,6 @@ def _damaged(entry: Path, etag: str, size: int, recorded: bool) -> bool:
     return not recorded and matches(entry, etag) is False
 
 
-def _remove(entry: Path, blobs: Path | None) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry)  # links inside are removed, not followed
-        return
-    target = entry.resolve() if entry.is_symlink() else None
-    entry.unlink(missing_ok=True)
-    if target is not None:
-        _unlink_inside(target, blobs)
-
-
 def _size(path: Path) -> int | None:
     try:
         return os.stat(path).st_size
@@ -80,16 +70,13 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def _resolved(folder: Path) -> Path | None:
+def _remove_blob(layout: Layout, spec: RepoSpec, blob: Path) -> None:
+    """Remove a damaged blob, only from this repo's own `blobs/` (through atomic.remove, inside the cache's
+    roots): a shared-store entry or another repo's blob is left to what links it."""
+    blobs = layout.blobs_dir(spec)
     try:
-        return folder.resolve(strict=True)
+        real = blob.resolve(strict=True)
     except OSError:
-        return None
-
-
-def _unlink_inside(target: Path, blobs: Path | None) -> None:
-    """Remove a damaged blob, only where it lies in this repo's `blobs/`: a link leading elsewhere is not
-    followed for a delete."""
-    target = target.resolve()
-    if blobs is not None and target.parent == blobs and target.is_file():
-        target.unlink(missing_ok=True)
+        return
+    if real.is_file() and real.parent == blobs.resolve():
+        atomic.remove(blobs / real.name, layout.roots)
