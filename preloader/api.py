@@ -62,13 +62,18 @@ def preload(models: Specs = None, datasets: Specs = None, **options) -> list[Pre
     warming (`warm`, `dtype`, `warm_lock`) and dataset preparation (`prepare_datasets`). Keyword options are
     those of `settings_for`. Raises a PreloaderError subclass, whose `exit_code` says what kind of failure.
     """
-    return entrypoint.preload(settings_for(models, datasets, **options), os.environ)
+    return preload_settings(settings_for(models, datasets, **options))
 
 
 def preload_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[PreloadResult]:
     """`preload` for settings already loaded, e.g. the CLI's env-driven ones: `Settings.load(os.environ)`.
-    The same sequence (capacity, warming, datasets); `environ` is what `datasets`' subprocess inherits."""
-    return entrypoint.preload(settings, os.environ if environ is None else environ)
+    The same sequence (capacity, warming, datasets); `environ` is what `datasets`' subprocess inherits.
+    `metrics_addr` / `metrics_file` export the preload's metrics while it runs, as `pull` does."""
+    from .metrics import serving
+
+    with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
+        served.metrics.plan(settings.repos)
+        return entrypoint.preload(settings, os.environ if environ is None else environ, metrics=served.metrics)
 
 
 def wait(models: Specs = None, datasets: Specs = None, **options) -> list[PreloadResult]:

@@ -322,3 +322,14 @@ def test_sigterm_mid_download_leaves_143_and_failed_in_the_textfile(hub, cache, 
     # The partial weights were removed; what is left on disk is the small files that were complete.
     left = sum(f.stat().st_size for f in (cache / "models--org--big-model" / "blobs").iterdir())
     assert value(fams, "preloader_repo_disk_bytes", repo="org/big-model", type="model") == left < 2**20
+
+
+def test_the_python_api_writes_the_metrics_file_it_is_given(hub, cache, tmp_path):
+    """`metrics_file=` is a keyword like every setting: preload() exports what `pull` would."""
+    import preloader
+
+    path = tmp_path / "api.prom"
+    preloader.preload(models=[MODEL], cache_dir=cache, endpoint=hub.url, metrics_file=str(path))
+    fams = families(path.read_text())
+    assert value(fams, "preloader_repo_state", state="complete", repo=MODEL, type="model") == 1
+    assert value(fams, "preloader_exit_code") == 0
