@@ -134,9 +134,9 @@ class Cache:
         return parse_specs([key], "model", "key", typed=True)[0]  # hf://datasets/... is a dataset
 
     def _state(self, key: str | RepoSpec):
-        # Complete as this cache's include/exclude see it, as its preload made it.
-        return records.check(self.layout, self._spec(key), include=self.settings.include,
-                             exclude=self.settings.exclude)
+        # Complete as this cache's selection sees it, as its preload made it.
+        spec = self._spec(key)
+        return records.check(self.layout, spec, selection=self.settings.selection(spec))
 
     def __contains__(self, key: object) -> bool:
         try:

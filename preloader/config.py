@@ -22,6 +22,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .cache.layout import HUB, Layout, absolute
+from .cache.selection import Selection
 from .errors import ConfigError, listed
 from .keywords import REPO_LISTS, as_text, expected, unknown
 from .logs import TOKEN_SHAPE, shown
@@ -140,6 +141,10 @@ class Settings:
     @property
     def repos(self) -> tuple[RepoSpec, ...]:
         return self.models + self.datasets
+
+    def selection(self, spec: RepoSpec) -> Selection:
+        """The files of `spec`'s listing this plan wants."""
+        return Selection(self.include, self.exclude)
 
     @property
     def cache_dir(self) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from .integrity import SnapshotCheck, check_snapshot, drop_bad_files
 from .inventory import CacheInfo, RepoInfo, RevisionInfo, find_repo, scan, snapshot_blobs
 from .layout import Layout, parse_folder_name
 from .locks import RepoLocks
+from .selection import EVERYTHING, Selection
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +54,14 @@ class SnapshotStatus:
     message: str
 
 
-def status(cache: Layout | str | Path, specs: Iterable[RepoSpec], include: tuple[str, ...] = (),
-           exclude: tuple[str, ...] = ()) -> list[SnapshotStatus]:
-    """For each request: cached or not, complete or partial (which files are missing), its stable path."""
+def status(cache: Layout | str | Path, specs: Iterable[RepoSpec],
+           selection: Callable[[RepoSpec], Selection] = lambda spec: EVERYTHING) -> list[SnapshotStatus]:
+    """For each request: cached or not, complete or partial (which files are missing), its stable path.
+    `selection`: the files each request wants (`Settings.selection`); every file by default."""
     lay = _layout(cache)
     result = []
     for spec in specs:
-        state = records.check(lay, spec, include=include, exclude=exclude)
+        state = records.check(lay, spec, selection=selection(spec))
         snapshot = lay.snapshot_dir(spec, state.commit) if state.commit else None
         cached = snapshot is not None and snapshot.is_dir()
         alias = lay.alias_link(spec)
@@ -116,7 +118,7 @@ def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub)
     _, files = hub.resolve(spec)
     listing = {path: f.size for path, f in files.items()}
     snapshot = lay.snapshot_dir(spec, commit)
-    wanted = records.select(listing)
+    wanted = dict(listing)
     check.missing = sorted(set(check.missing) | set(records.missing_on_disk(snapshot, wanted)) - set(check.corrupt)
                            - set(check.truncated))
     bad = check.broken

@@ -2,14 +2,13 @@
 
 A record is written atomically, after every expected file has been checked
 on disk, and lists the commit's whole file listing (path -> size) and the
-files found complete. Any include/exclude selection can then be judged
+files found complete. Any selection (cache/selection.py) can then be judged
 against it with no network call. `check()` is what the engine, `status`,
 `wait`, `plan`, `ls`, `prune` and the API ask.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from ..spec import RepoSpec, is_commit
 from . import atomic
 from .layout import Layout
+from .selection import EVERYTHING, Selection
 
 VERSION = 1
 
@@ -68,19 +68,6 @@ class Completeness:
         return f"commit {self.commit[:12]} is missing {len(self.missing)} file(s): {shown}"
 
 
-def select(listing: dict[str, int], include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> dict[str, int]:
-    """The files a request wants, by huggingface_hub's pattern rules (`dir/` means `dir/*`)."""
-
-    def matches(path: str, patterns: tuple[str, ...]) -> bool:
-        return any(fnmatch.fnmatch(path, p + "*" if p.endswith("/") else p) for p in patterns)
-
-    return {
-        path: size
-        for path, size in listing.items()
-        if (not include or matches(path, include)) and not matches(path, exclude)
-    }
-
-
 def local_commit(layout: Layout, spec: RepoSpec) -> str | None:
     """The commit this request means without asking the hub: a pinned commit, or what refs/ says."""
     if spec.is_commit:
@@ -95,12 +82,12 @@ def local_commit(layout: Layout, spec: RepoSpec) -> str | None:
 _LOCAL = object()  # check()'s default: the commit refs/ or the pin names
 
 
-def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, *, include: tuple[str, ...] = (),
-          exclude: tuple[str, ...] = (), as_recorded: bool = False, trust_tree: bool = False,
+def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, *,
+          selection: Selection = EVERYTHING, as_recorded: bool = False, trust_tree: bool = False,
           contained: bool = True) -> Completeness:
     """Is `commit` (default: what the request means locally) complete for this selection?
 
-    Wanted are the files of the commit's listing that `include`/`exclude` select, or, with
+    Wanted are the files of the commit's listing that `selection` selects, or, with
     `as_recorded`, the files its record says were completed (what `ls` and `prune` judge by).
     A file is missing when the record does not cover it at its size, or it is absent or of
     another size on disk (links to blobs followed). `trust_tree`: without our record, huggingface_hub's
@@ -119,7 +106,7 @@ def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, 
     if record is None:
         return Completeness(spec, commit, None, {}, (), present=bool(commit) and
                             layout.snapshot_dir(spec, commit).is_dir())
-    wanted = dict(record.complete) if as_recorded else select(record.listing, include, exclude)
+    wanted = dict(record.complete) if as_recorded else selection.apply(record.listing)
     unrecorded = {p for p, size in wanted.items() if record.complete.get(p) != size}
     missing = unrecorded | set(missing_on_disk(layout.snapshot_dir(spec, commit), wanted))
     return Completeness(spec, commit, record, wanted, tuple(sorted(missing)), present=True)

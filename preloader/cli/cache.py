@@ -69,7 +69,7 @@ def status(specs, datasets_only, as_json, **flags):
     repos = parse_spec_args(specs, datasets_only) if specs else s.repos
     if not repos:
         fail("no repos to check: give SPECs or set RUNPOD_HUGGINGFACE_MODEL / RUNPOD_HUGGINGFACE_DATASET", 1, flags)
-    items = cache.status(s.layout, repos, include=s.include, exclude=s.exclude)
+    items = cache.status(s.layout, repos, s.selection)
     emit(as_json, render.status_json(items), render.status_text(items))
     sys.exit(0 if all(i.complete for i in items) else 1)
 

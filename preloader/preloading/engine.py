@@ -102,8 +102,8 @@ class Preloader:
         """What `commit` (default: what the request means locally) lacks for this plan's selection."""
         s = self.settings
         if commit is None:
-            return records.check(self.layout, spec, include=s.include, exclude=s.exclude)
-        return records.check(self.layout, spec, commit, include=s.include, exclude=s.exclude)
+            return records.check(self.layout, spec, selection=s.selection(spec))
+        return records.check(self.layout, spec, commit, selection=s.selection(spec))
 
     def prepare(self, spec: RepoSpec) -> PreloadResult | Pending:
         """Settle a repo from the cache if possible; else resolve it online and say what it needs."""
@@ -140,12 +140,11 @@ class Preloader:
                   using=cached.commit, error=error)
             return self.publish(cached, clock, fetched=0, source="cache-fallback")
         event(logger, "resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit)
-        wanted = records.select({path: f.size for path, f in files.items()}, s.include, s.exclude)
+        selection = s.selection(spec)
+        wanted = selection.apply({path: f.size for path, f in files.items()})
         if not wanted:
-            raise NotFoundError(
-                f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
-                f"include={list(s.include)} exclude={list(s.exclude)}; check PRELOADER_INCLUDE/EXCLUDE"
-            )
+            raise NotFoundError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
+                                f"{selection.describe()}")
         online = self.state(spec, commit)
         if online.complete:
             return self.publish(online, clock, fetched=0, source="hub")

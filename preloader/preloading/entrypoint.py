@@ -116,7 +116,7 @@ def warm_cached(settings: Settings) -> list:
     cache when it says none); NotFoundError (66) for one that is not complete. One WarmReport each."""
     results = []
     for spec in settings.models:
-        state = records.check(settings.layout, spec, include=settings.include, exclude=settings.exclude)
+        state = records.check(settings.layout, spec, selection=settings.selection(spec))
         if not state.complete:
             raise NotFoundError(f"{spec} is not complete in the cache {settings.cache_dir}: {state.detail}; "
                                 "run `preloader run` first")

@@ -33,7 +33,7 @@ class Tiers:
         for tier in self.layouts:
             args = (commit,) if commit else ()
             # Read where it is, never written or deleted in: a tier may well be a farm of links to other mounts.
-            state = records.check(tier, spec, *args, include=s.include, exclude=s.exclude, trust_tree=True,
+            state = records.check(tier, spec, *args, selection=s.selection(spec), trust_tree=True,
                                   contained=False)
             if state.complete and _linked_blobs(tier, state) is not None:
                 return tier, state
@@ -56,7 +56,7 @@ class Tiers:
         event(logger, "tier.linked", repo=spec.repo_id, rev=state.spec.revision, commit=commit,
               tier=tier.cache_dir, files=len(state.wanted))
         s = self.settings
-        return records.check(layout, state.spec, commit, include=s.include, exclude=s.exclude)
+        return records.check(layout, state.spec, commit, selection=s.selection(state.spec))
 
 
 def _linked_blobs(tier: Layout, state: Completeness) -> dict[str, tuple[str, str]] | None:

@@ -58,7 +58,7 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
 
 def _ready(layout: Layout, tiers: Tiers, settings: Settings, spec: RepoSpec) -> tuple[Layout, Completeness]:
     """Where the request is complete: the cache, else a read-only tier (used where it is, no writes)."""
-    state = records.check(layout, spec, include=settings.include, exclude=settings.exclude)
+    state = records.check(layout, spec, selection=settings.selection(spec))
     if not state.complete:
         found = tiers.find(spec)
         if found is not None:
