@@ -26,8 +26,12 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash demo/run.sh
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file on one worker (tests/conftest.py):
+# most of a test's time is spent waiting on subprocesses and the local hub, so more workers than cores pay.
+TEST_WORKERS ?= 4
+
 test: $(VENV)/.installed system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # What the container, Kubernetes and fleet tests need (podman, runc, docker-compose, debootstrap,
 # catatonit for podman kube play, bindfs for two mounts of one volume); idempotent. Podman's

@@ -23,8 +23,20 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# Test files that share machine-wide state (podman's images and containers) run on one xdist worker.
+SHARED_GROUPS = {"test_baked_image.py": "containers", "test_containers.py": "containers",
+                 "test_kubernetes.py": "containers"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests need CUDA and `nocuda` tests check a machine without it: each skips by its marker alone."""
+    """`gpu` tests need CUDA and `nocuda` tests check a machine without it: each skips by its marker alone.
+
+    Under `pytest -n N --dist loadgroup` (make test) each file is one unit of work, as with loadfile, so a
+    module's fixtures are built once; the container files form one unit, since they share podman's images."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
     marked = [item for item in items if "gpu" in item.keywords or "nocuda" in item.keywords]
     if not marked:
         return
@@ -93,9 +105,24 @@ def run_preloader(args, env, timeout=120, **kwargs) -> subprocess.CompletedProce
     )
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """The fault suite's totals (tests/faultsuite.py), once for every file that joined it."""
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Under xdist, each worker's fault-suite counts join the controller's totals."""
     suite = sys.modules.get("faultsuite")
+    counts = getattr(node, "workeroutput", {}).get("fault_ledger")
+    if suite is not None and counts:
+        for key, value in counts.items():
+            suite.LEDGER[key] += value
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fault suite's totals (tests/faultsuite.py), once for every file that joined it; an xdist worker
+    hands its counts to the controller instead."""
+    suite = sys.modules.get("faultsuite")
+    if hasattr(session.config, "workeroutput"):
+        if suite is not None:
+            session.config.workeroutput["fault_ledger"] = dict(suite.LEDGER)
+        return
     if suite is None or not suite.LEDGER["runs"]:
         return
     import json
