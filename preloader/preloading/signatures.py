@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cache import digests, records
+from ..cache.inventory import snapshot_blobs
 from ..cache.layout import Layout
 from ..config import Settings
 from ..errors import SignatureError
@@ -182,8 +183,8 @@ def check_snapshot(spec: RepoSpec, commit: str, snapshot: Path, selected: Iterab
     unlisted = [p for p in wanted if p not in expected]
     check.problems += [f"{p}: not listed in {signature_file}" for p in unlisted]
     actual = _actual(manifest, snapshot, [p for p in wanted if p in expected], rehash, check)
-    for path in wanted if not check.problems else ():
-        if path in expected and actual.get(path) != expected[path]:
+    for path in wanted:
+        if path in expected and path in actual and actual[path] != expected[path]:
             check.problems.append(f"{path}: digest differs from {signature_file}'s")
     if check.problems:
         return check, None
@@ -215,7 +216,11 @@ def _actual(manifest, snapshot: Path, paths: list[str], rehash: bool, check: Sig
     if params.get("method") == "files" and params.get("hash_type") == "sha256":
         found = {}
         for path in paths:
-            digest, read = digests.sha256_of(snapshot, path, rehash=rehash)
+            try:
+                digest, read = digests.sha256_of(snapshot, path, rehash=rehash)
+            except OSError as error:
+                check.problems.append(f"{path}: cannot read it ({error.strerror or error})")
+                continue
             check.hashed += read
             found[path] = {path: digest}
         return found
@@ -236,7 +241,7 @@ def _actual(manifest, snapshot: Path, paths: list[str], rehash: bool, check: Sig
         config.set_allow_symlinks(True)  # a snapshot's files are links to their blobs
         check.hashed += len(paths)
         return _by_path(config.hash(snapshot, files_to_hash=[snapshot / p for p in paths]))
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, OSError) as error:
         check.problems.append(f"cannot hash as the signature says ({shown(str(params), 120, quote=False)}): "
                               f"{shown(str(error), 120, quote=False)}")
         return {}
@@ -277,8 +282,10 @@ def check_results(settings: Settings, results: Iterable[PreloadResult]) -> None:
 def check_cached(layout: Layout, spec: RepoSpec, commit: str, trust: Trust, signature_file: str) -> SignatureCheck:
     """`verify --signature`: every file the record says complete, re-hashed, against the signature (required)."""
     record = records.read(layout, spec, commit)
-    files = record.complete if record else {}
-    check, _ = check_snapshot(spec, commit, layout.snapshot_dir(spec, commit), files, trust,
+    snapshot = layout.snapshot_dir(spec, commit)
+    # What a service could read: every file there, and every file the record says complete (one gone is a problem).
+    files = set(snapshot_blobs(snapshot)) | set(record.complete if record else ())
+    check, _ = check_snapshot(spec, commit, snapshot, files, trust,
                               signature_file=signature_file, required=True,
                               listing=record.listing if record else None, rehash=True)
     return check
