@@ -228,6 +228,22 @@ def test_keyless_offline_uses_the_shipped_trust_root_and_refuses_a_key_signed_bu
     assert not marker.exists()
 
 
+def test_keyless_online_without_network_refuses_with_the_fix(hub, mirrors, cache, tmp_path):
+    """Online, the first check refreshes sigstore's trust root (TUF); this machine has no network: 65, saying
+    how to use the shipped one."""
+    assert start(hub, cache, tmp_path, SIGNED, command="pull")[0].returncode == 0
+    proc, marker = start(hub, cache, tmp_path, SIGNED, PRELOADER_SIGNATURE="required",
+                         PRELOADER_SIGNATURE_IDENTITY="models@example.com",
+                         PRELOADER_SIGNATURE_ISSUER="https://accounts.google.com",
+                         HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1")
+    assert proc.returncode == SIGNATURE_CODE, proc.stderr[-3000:]
+    assert error_line(proc).startswith("preloader: error: cannot load the sigstore trust root (TUF, "
+                                       "https://tuf-repo-cdn.sigstore.dev): ")
+    assert error_line(proc).endswith("without network, set PRELOADER_OFFLINE=1 to use the one shipped with sigstore")
+    assert not marker.exists()
+    assert "verification" not in record(cache, SIGNED, mirrors.sha("model", SIGNED, "main"))
+
+
 def test_api_keywords(hub, mirrors, cache, keys, monkeypatch):
     import preloader
     from preloader.errors import SignatureError
