@@ -370,6 +370,9 @@ class _Loader:
         methods = [name for name in ("signature_key", "signature_cert", "signature_identity") if found[name]]
         if len(methods) > 1:
             self.problems.append("give one way to trust signatures: " + " or ".join(self.name_of(m) for m in methods))
+        if found["signature"] != "off" and not _signing_installed():
+            self.problems.append(f"{self.raw('signature')[1]}={found['signature']} needs the model-signing package: "
+                                 "pip install 'hf-preloader[signing]'")
         if found["signature"] != "off" and not methods:
             self.problems.append(f"{self.raw('signature')[1]}={found['signature']} needs "
                                  f"{self.name_of('signature_key')}, {self.name_of('signature_cert')} or "
@@ -386,6 +389,16 @@ class _Loader:
         if endpoint_problem(endpoint):
             self.problems.append(f"{source}={shown(endpoint)}: expected an http:// or https:// URL")
         return endpoint
+
+
+def _signing_installed() -> bool:
+    """model-signing is importable (found, not imported: it is slow to import)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("model_signing") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def endpoint_problem(url: str) -> str | None:

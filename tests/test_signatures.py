@@ -324,3 +324,43 @@ def test_doctor_says_signing_support_is_installed(hub, cache):
     proc = run_preloader(["doctor", "--json"], preloader_env(hub, cache))
     check = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "signing")
     assert check["status"] == "ok" and check["detail"].startswith("signing support installed (model-signing 1.")
+
+
+def test_without_the_signing_extra_a_signature_setting_is_78(monkeypatch, keys):
+    from preloader.config import Settings
+    from preloader.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "model_signing", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"PRELOADER_SIGNATURE=required needs the model-signing package: "
+                                          r"pip install 'hf-preloader\[signing\]'"):
+        Settings.load({"PRELOADER_SIGNATURE": "required", "PRELOADER_SIGNATURE_KEY": str(keys.public)})
+    assert Settings.load({"PRELOADER_SIGNATURE_KEY": str(keys.public)}).signature == "off"  # off needs nothing
+
+
+@pytest.mark.parametrize("content", [b"", b"not json", b'{"mediaType": "x"}', b"\xff" * 64])
+def test_a_garbled_signature_is_refused_not_a_bug(tmp_path, keys, content):
+    from preloader.preloading.signatures import Trust, check_snapshot
+    from preloader.spec import RepoSpec
+
+    (tmp_path / "model.sig").write_bytes(content)
+    (tmp_path / "config.json").write_bytes(b"{}")
+    check, claim = check_snapshot(RepoSpec("model", "org/x", "main"), "0" * 40, tmp_path, ["config.json", "model.sig"],
+                                  Trust("key", keys.public), signature_file="model.sig", required=True)
+    assert (check.status, claim) == ("refused", None)
+    assert len(check.problems) == 1
+    assert check.problems[0].startswith(f"model.sig does not verify with PRELOADER_SIGNATURE_KEY='{keys.public}': ")
+
+
+def test_a_file_gone_from_the_snapshot_is_named(tmp_path, keys, mirrors):
+    """verify --signature on a snapshot missing a file the signature lists: named, not a traceback."""
+    from preloader.preloading.signatures import Trust, check_snapshot
+    from preloader.spec import RepoSpec
+
+    files = mirrors.files("model", SIGNED, "main")
+    (tmp_path / "model.sig").write_bytes(files["model.sig"])
+    (tmp_path / "config.json").write_bytes(files["config.json"])
+    check, claim = check_snapshot(RepoSpec("model", SIGNED, "main"), "0" * 40, tmp_path,
+                                  ["config.json", "model.safetensors"], Trust("key", keys.public),
+                                  signature_file="model.sig", required=True, rehash=True)
+    assert claim is None
+    assert check.problems == ["model.safetensors: cannot read it (No such file or directory)"]
