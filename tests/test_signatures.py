@@ -364,3 +364,28 @@ def test_a_file_gone_from_the_snapshot_is_named(tmp_path, keys, mirrors):
                                   signature_file="model.sig", required=True, rehash=True)
     assert claim is None
     assert check.problems == ["model.safetensors: cannot read it (No such file or directory)"]
+
+
+def test_the_sha256_comes_from_the_repo_blob_name_not_the_shared_store_entry(tmp_path):
+    """snapshot -> blobs/<sha256> -> the shared store's entry, named by its Xet hash (64 hex too): the sha256
+    is the repo blob's name; a non-LFS blob (a git blob id) or a plain file is hashed."""
+    import hashlib
+
+    from preloader.cache import digests
+
+    data = b"weights"
+    sha, xet = hashlib.sha256(data).hexdigest(), "ab" * 32
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / xet).write_bytes(data)
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / sha).symlink_to(f"../store/{xet}")
+    (tmp_path / "blobs" / ("1" * 40)).write_bytes(b"{}")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "model.safetensors").symlink_to(f"../blobs/{sha}")
+    (snapshot / "config.json").symlink_to(f"../blobs/{'1' * 40}")
+    (snapshot / "plain.txt").write_bytes(b"plain")
+    assert digests.sha256_of(snapshot, "model.safetensors") == (sha, False)
+    assert digests.sha256_of(snapshot, "model.safetensors", rehash=True) == (sha, True)
+    assert digests.sha256_of(snapshot, "config.json") == (hashlib.sha256(b"{}").hexdigest(), True)
+    assert digests.sha256_of(snapshot, "plain.txt") == (hashlib.sha256(b"plain").hexdigest(), True)

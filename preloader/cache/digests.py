@@ -11,15 +11,20 @@ from pathlib import Path
 from . import hashing
 
 
-def blob_of(snapshot: Path, path: str) -> Path:
-    """The file a snapshot entry leads to: its blob (links followed), or the file itself."""
-    return Path(os.path.realpath(snapshot / path))
+def blob_name(snapshot: Path, path: str) -> str | None:
+    """The name of the repo blob a snapshot entry links to (`blobs/<etag>`), or None for a plain file. One hop
+    only: a blob may link on into huggingface_hub's shared store, whose entries are named by their Xet hash
+    (also 64 hex), not their sha256."""
+    try:
+        return Path(os.readlink(snapshot / path)).name
+    except OSError:  # not a link: a copy of the file, named by its path
+        return None
 
 
 def known_sha256(snapshot: Path, path: str) -> str | None:
     """The sha256 the blob's name says, or None when the name is no sha256 (a git blob id, a plain file)."""
-    name = blob_of(snapshot, path).name
-    return name if hashing.algorithm(name) == "sha256" else None
+    name = blob_name(snapshot, path)
+    return name if name is not None and hashing.algorithm(name) == "sha256" else None
 
 
 def sha256_file(file: Path) -> str:
@@ -37,4 +42,4 @@ def sha256_of(snapshot: Path, path: str, *, rehash: bool = False) -> tuple[str, 
     known = None if rehash else known_sha256(snapshot, path)
     if known is not None:
         return known, False
-    return sha256_file(blob_of(snapshot, path)), True
+    return sha256_file(snapshot / path), True  # links followed
