@@ -137,9 +137,9 @@ class SignatureCheck:
         return self.status in ("verified", "cached")
 
     def summary(self) -> str:
-        shown_problems = "; ".join(self.problems[:5]) + (f"; and {len(self.problems) - 5} more"
-                                                          if len(self.problems) > 5 else "")
-        return shown_problems
+        """The problems for one line: the first five, and how many more."""
+        more = f"; and {len(self.problems) - 5} more" if len(self.problems) > 5 else ""
+        return "; ".join(self.problems[:5]) + more
 
 
 def skipped(path: str, signature_file: str) -> bool:
@@ -156,8 +156,12 @@ def check_snapshot(spec: RepoSpec, commit: str, snapshot: Path, selected: Iterab
     listing, to tell a signature the selection left out from none."""
     check = SignatureCheck(spec.repo_type, spec.repo_id, commit, signature_file)
     where = snapshot / signature_file
+    selected = set(selected)
     if not where.is_file():
-        if listing is not None and signature_file in listing:
+        if signature_file in selected:
+            check.problems.append(f"{signature_file} is missing from the snapshot; check the volume with "
+                                  "`preloader verify --repair`")
+        elif listing is not None and signature_file in listing:
             check.problems.append(f"{signature_file} is in the commit but the plan's selection leaves it out; "
                                   "add it to PRELOADER_INCLUDE")
         elif required:
