@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as _st_save
 
+from .signed import build_signed
+
 # Fixed identity and clock: same content -> same commit shas everywhere.
 _BASE_EPOCH = 1_700_000_000
 _GIT_ENV = {
@@ -290,4 +292,5 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     r.checkout("main")
     r.write({"data/train.jsonl": _jsonl(rows[:6] + [{"id": 99, "text": "new", "label": 1}])})
     r.commit("more training data", 120)
+    build_signed(m, _Repo, lfs, attrs, bert_files, _card)  # localhub/signed.py: the signature tests' repos
     return m

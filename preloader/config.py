@@ -38,7 +38,7 @@ from .options import (
     Option,
     TransferKind,
 )
-from .spec import RepoSpec, dedupe, parse_given, parse_list
+from .spec import RepoSpec, dedupe, parse_given, parse_list, repo_path_problem
 from .tokens import TokenFileError, read_token_file, secrets_in, token_problem
 from .units import parse_duration, parse_size
 from .warm.mode import Dtype, WarmMode
@@ -137,6 +137,12 @@ class Settings:
     metrics_addr: tuple[str, int] | None = None  # (host, port) of the /metrics endpoint
     metrics_file: str | None = None
     shared_blobs_disabled: bool = False  # huggingface_hub's HF_HUB_DISABLE_SHARED_BLOBS / HF_HUB_DISABLE_XET
+    signature: Literal["off", "if-present", "required"] = DEFAULTS["signature"]
+    signature_key: Path | None = None
+    signature_cert: Path | None = None
+    signature_identity: str | None = None
+    signature_issuer: str | None = None
+    signature_file: str = OPTIONS_BY_NAME["signature_file"].default
 
     @property
     def repos(self) -> tuple[RepoSpec, ...]:
@@ -333,6 +339,7 @@ class _Loader:
             offline_source=offline_source,
             dtype=None if dtype == "none" else dtype,
             manifest=absolute(manifest) if manifest else None,
+            **self.signature(),
             shared_blobs_disabled=any((self.env(name) or "").strip().lower() in _TRUE
                                       for name in ("HF_HUB_DISABLE_SHARED_BLOBS", "HF_HUB_DISABLE_XET")),
             **{name: self.value(name) for name in _PLAIN},
@@ -341,12 +348,57 @@ class _Loader:
             raise ConfigError("invalid settings: " + listed(self.problems))
         return settings
 
+    def signature(self) -> dict[str, object]:
+        """The signature settings: one trust method (key, certificate, or identity with its issuer) when
+        checking is on, files that exist, and a safe path in the repo for the signature."""
+        found = {name: self.value(name) for name in ("signature", "signature_key", "signature_cert",
+                                                     "signature_identity", "signature_issuer", "signature_file")}
+        found["signature_file"] = found["signature_file"] or OPTIONS_BY_NAME["signature_file"].default
+        why = repo_path_problem(found["signature_file"])
+        if why:
+            self.problems.append(f"{self.raw('signature_file')[1]}={shown(found['signature_file'])}: {why}")
+        for name in ("signature_key", "signature_cert"):
+            if found[name] is not None:
+                found[name] = absolute(found[name])
+                if not found[name].is_file():
+                    self.problems.append(f"{self.raw(name)[1]}={shown(str(found[name]))}: no such file")
+        if bool(found["signature_identity"]) != bool(found["signature_issuer"]):
+            given, missing = (("signature_identity", "signature_issuer") if found["signature_identity"]
+                              else ("signature_issuer", "signature_identity"))
+            self.problems.append(f"{self.raw(given)[1]} is set but {self.name_of(missing)} is missing; "
+                                 "sigstore keyless needs both")
+        methods = [name for name in ("signature_key", "signature_cert", "signature_identity") if found[name]]
+        if len(methods) > 1:
+            self.problems.append("give one way to trust signatures: " + " or ".join(self.name_of(m) for m in methods))
+        if found["signature"] != "off" and not _signing_installed():
+            self.problems.append(f"{self.raw('signature')[1]}={found['signature']} needs the model-signing package: "
+                                 "pip install 'hf-preloader[signing]'")
+        if found["signature"] != "off" and not methods:
+            self.problems.append(f"{self.raw('signature')[1]}={found['signature']} needs "
+                                 f"{self.name_of('signature_key')}, {self.name_of('signature_cert')} or "
+                                 f"{self.name_of('signature_identity')} + {self.name_of('signature_issuer')}")
+        return found
+
+    def name_of(self, name: str) -> str:
+        """How a message names a setting: the keyword in the API, the env var in the CLI."""
+        return self.keyword(name) if self.api else OPTIONS_BY_NAME[name].env
+
     def endpoint(self) -> str:
         text, source = self.raw("endpoint")
         endpoint = (text or DEFAULT_ENDPOINT).strip().rstrip("/")
         if endpoint_problem(endpoint):
             self.problems.append(f"{source}={shown(endpoint)}: expected an http:// or https:// URL")
         return endpoint
+
+
+def _signing_installed() -> bool:
+    """model-signing is importable (found, not imported: it is slow to import)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("model_signing") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def endpoint_problem(url: str) -> str | None:

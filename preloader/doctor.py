@@ -176,12 +176,39 @@ def check_gpu() -> Check:
     return Check("GPU", "warn", f"torch {torch.__version__} sees no CUDA device", "only needed for --warm gpu")
 
 
+def check_signing(s: Settings) -> Check:
+    """Whether model signatures can be checked here: model-signing and what it imports without declaring."""
+    from importlib import metadata
+
+    missing = [name for name, module in (("model-signing", "model_signing"), ("pyOpenSSL", "OpenSSL"),
+                                         ("protobuf", "google.protobuf"), ("certifi", "certifi"))
+               if _module_missing(module)]
+    if missing:
+        status = "fail" if s.signature != "off" else "warn"
+        return Check("signing", status, f"signing support not installed (missing: {', '.join(missing)})"
+                     + (f"; PRELOADER_SIGNATURE={s.signature} cannot check signatures" if s.signature != "off"
+                        else ""), "pip install 'hf-preloader[signing]' (only needed for PRELOADER_SIGNATURE)")
+    detail = f"signing support installed (model-signing {metadata.version('model-signing')})"
+    if s.signature != "off":
+        trust = s.signature_key or s.signature_cert or f"identity {s.signature_identity}"
+        detail += f"; PRELOADER_SIGNATURE={s.signature}, trusting {trust}"
+    return Check("signing", "ok", detail)
+
+
+def _module_missing(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):  # a parent package that is not there
+        return True
+
+
 def run_checks(s: Settings) -> list[Check]:
     """Every check; one that meets a path this user may not use fails with the reason, the others still run."""
     checks = (("cache location", check_location), ("writable", check_writable), ("group sharing", check_sharing),
               ("free space", check_space), ("hub reachable", check_hub), ("token", check_token),
               ("HF_HUB_OFFLINE", check_hf_offline), ("symlinks", check_symlinks), ("flock", check_flock),
-              ("repo lock", check_lock), ("shared blob store", check_store), ("GPU", lambda _: check_gpu()))
+              ("repo lock", check_lock), ("shared blob store", check_store), ("GPU", lambda _: check_gpu()),
+              ("signing", check_signing))
     return [_guarded(name, check, s) for name, check in checks]
 
 

@@ -223,3 +223,12 @@ class ContentMismatch(TransientError):
     """The bytes received are not the ones asked for (wrong hash, too many, not the range asked), or another
     writer took the partial file away or shrank it: what was written is dropped and the file is fetched again
     (retried, as a hub error is)."""
+
+
+class SignatureError(PreloaderError):
+    """A model's signature refused it (PRELOADER_SIGNATURE): no signature where one is required, a signature
+    that does not verify with the trusted key, certificate or identity, or a selected file it does not list
+    or whose digest differs. Nothing in the cache is deleted: the bytes may be evidence (EX_DATAERR)."""
+
+    exit_code = 65
+    summary = "a model's signature refused it (missing, untrusted, or not matching the files): not started"

@@ -173,6 +173,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_file", "PRELOADER_METRICS_FILE", "--metrics-file",
            "Write the same metrics to this file (atomically) every few seconds and at exit, success or failure, "
            "for node_exporter's textfile collector (name it *.prom)."),
+    Option("signature", "PRELOADER_SIGNATURE", "--signature",
+           "Check each model against its OpenSSF model signature before the hand-off: off, if-present (when the "
+           "repo has one) or required (exit 65 without one); needs hf-preloader[signing] and a key, certificate "
+           "or identity.", default="off", kind="choice", choices=("off", "if-present", "required")),
+    Option("signature_key", "PRELOADER_SIGNATURE_KEY", "--signature-key",
+           "The PEM public key that signed the models (model_signing's `key` method)."),
+    Option("signature_cert", "PRELOADER_SIGNATURE_CERT", "--signature-cert",
+           "A PEM file of the trusted (CA) certificates the signing certificate must chain to (the `certificate` "
+           "method)."),
+    Option("signature_identity", "PRELOADER_SIGNATURE_IDENTITY", "--signature-identity",
+           "Sigstore keyless: the identity (e-mail or workflow URI) that must have signed; with --signature-issuer."),
+    Option("signature_issuer", "PRELOADER_SIGNATURE_ISSUER", "--signature-issuer",
+           "Sigstore keyless: the OIDC issuer of that identity (https://accounts.google.com, "
+           "https://token.actions.githubusercontent.com)."),
+    Option("signature_file", "PRELOADER_SIGNATURE_FILE", "--signature-file",
+           "The signature's path in each model repo.", default="model.sig"),
     Option("debug", "PRELOADER_DEBUG", "--debug",
            "Show tracebacks for errors.", default="0", kind="bool"),
 )

@@ -29,6 +29,9 @@ class Record:
     listing: dict[str, int]
     complete: dict[str, int] = field(default_factory=dict)
     completed_at: float = 0.0
+    # A signature check that passed (preloading/signatures.py): {"signature": sha256 of the signature file,
+    # "signer": the key, certificates or identity trusted, "files": {path: sha256}, "verified_at": time}.
+    verification: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,18 @@ def read(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
         data = json.loads(layout.record_file(spec, commit).read_text(encoding="utf-8"))
         if data.get("version") != VERSION or data.get("commit") != commit:
             return None
-        return Record(commit, dict(data["listing"]), dict(data["complete"]), float(data["completed_at"]))
+        verification = data.get("verification")
+        return Record(commit, dict(data["listing"]), dict(data["complete"]), float(data["completed_at"]),
+                      verification=verification if isinstance(verification, dict) else None)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def write(layout: Layout, spec: RepoSpec, record: Record) -> None:
+def write(layout: Layout, spec: RepoSpec, record: Record, *, stamp: bool = True) -> None:
+    """Write the record; `stamp`: it is completed now (False keeps its completed_at)."""
     atomic.refuse_escapes(layout.guarded_folders(spec))  # never call complete what lies outside the cache
-    record.completed_at = time.time()
+    if stamp or not record.completed_at:
+        record.completed_at = time.time()
     data = {
         "version": VERSION,
         "repo_type": spec.repo_type,
@@ -157,7 +164,19 @@ def write(layout: Layout, spec: RepoSpec, record: Record) -> None:
         "listing": record.listing,
         "complete": record.complete,
     }
+    if record.verification is not None:
+        data["verification"] = record.verification
     atomic.write_json(layout.record_file(spec, record.commit), data, root=layout.state_dir)
+
+
+def mark_verified(layout: Layout, spec: RepoSpec, commit: str, verification: dict) -> None:
+    """Add a passed signature check to the commit's record (kept when the record is rewritten for more files:
+    a check names the files it covered)."""
+    record = read(layout, spec, commit)
+    if record is None:
+        return  # nothing complete to vouch for
+    record.verification = verification
+    write(layout, spec, record, stamp=False)
 
 
 def mark_used(layout: Layout, spec: RepoSpec, commit: str, now: float | None = None) -> None:

@@ -74,19 +74,36 @@ def status(specs, datasets_only, as_json, **flags):
     sys.exit(0 if all(i.complete for i in items) else 1)
 
 
+SIGNATURE_SETTINGS = ("signature_key", "signature_cert", "signature_identity", "signature_issuer", "signature_file",
+                      "offline")
+
+
 @click.command()
-@settings_options(names=CACHE_SETTINGS + HUB_SETTINGS + LOCK_SETTINGS)
+@settings_options(names=CACHE_SETTINGS + HUB_SETTINGS + LOCK_SETTINGS + SIGNATURE_SETTINGS)
 @spec_arguments
 @click.option("--repair", is_flag=True, help="Re-fetch only the missing, truncated or corrupt files.")
+@click.option("--signature", "signatures", is_flag=True,
+              help="Also check each model against its signature (model.sig), every byte re-hashed, trusting "
+                   "--signature-key, --signature-cert or --signature-identity/--signature-issuer.")
 @json_option
 @reports_errors
-def verify(specs, datasets_only, repair, as_json, **flags):
+def verify(specs, datasets_only, repair, signatures, as_json, **flags):
     """Re-hash cached files (sha256 for LFS files, git blob sha1 for others) against their etags.
 
     Reports missing, truncated and corrupt files; a broken snapshot loses its
-    completion record. Exit 1 when anything is (still) broken.
+    completion record. With --signature, each model's files are also re-hashed
+    against its signature (a model without one fails). Exit 1 when anything is
+    (still) broken or any signature check fails.
     """
     s = load_settings(flags)
+    trust = None
+    if signatures:
+        from ..preloading.signatures import Trust
+
+        trust = Trust.from_settings(s)
+        if trust is None:
+            fail("verify --signature needs PRELOADER_SIGNATURE_KEY, PRELOADER_SIGNATURE_CERT or "
+                 "PRELOADER_SIGNATURE_IDENTITY + PRELOADER_SIGNATURE_ISSUER (or their flags)", 78, flags)
     hub = None
     if repair:
         from ..hub.client import Hub
@@ -94,8 +111,39 @@ def verify(specs, datasets_only, repair, as_json, **flags):
         hub = Hub.from_settings(s)
     chosen = parse_spec_args(specs, datasets_only) if specs else None
     checks = cache.verify(s.layout, chosen, repair=repair, hub=hub, lock_timeout=s.lock_timeout, locking=locking(s))
-    emit(as_json, render.verify_json(checks), render.verify_text(checks))
-    sys.exit(0 if all(c.ok for c in checks) else 1)
+    document, text = render.verify_json(checks), render.verify_text(checks)
+    ok = all(c.ok for c in checks)
+    if trust is not None:
+        found = signature_checks(s, checks, trust)
+        for entry, check in zip(document["snapshots"], checks, strict=True):
+            entry["signature"] = found.get(id(check))
+        document["ok"] = ok = ok and all(f["ok"] for f in found.values())
+        text = "\n".join(line for line in [text, *(signature_line(f) for f in found.values())] if line)
+    emit(as_json, document, text)
+    sys.exit(0 if ok else 1)
+
+
+def signature_checks(s, checks, trust) -> dict[int, dict]:
+    """{id(snapshot check): its signature check, as JSON} for every model snapshot that was checked."""
+    from dataclasses import asdict
+
+    from ..preloading.signatures import check_cached
+    from ..spec import RepoSpec
+
+    found = {}
+    for c in checks:
+        if c.repo_type == "model" and c.unsafe is None:
+            check = check_cached(s.layout, RepoSpec(c.repo_type, c.repo_id, c.commit), c.commit, trust,
+                                 s.signature_file)
+            found[id(c)] = dict(asdict(check), ok=check.ok)
+    return found
+
+
+def signature_line(found: dict) -> str:
+    head = f"{'signed' if found['ok'] else 'REFUSED'}  {found['repo_type']} {found['repo_id']}@{found['commit'][:12]}"
+    if found["ok"]:
+        return f"{head}  {found['files']} files match {found['file']}  ({found['signer']})"
+    return f"{head}  " + "; ".join(found["problems"])
 
 
 @click.command(name="rm")

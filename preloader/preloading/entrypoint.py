@@ -20,6 +20,7 @@ from ..metrics import serving
 from . import handoff, signals
 from .capacity import preload_within
 from .results import PreloadResult
+from .signatures import check_results as check_signatures
 from .waiting import wait_ready
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def preload(settings: Settings, environ: Mapping[str, str], *, progress: bool = 
     if lock is None:
         lock = settings.warm_lock and settings.warm.kind == "page-cache"
     results = preload_within(settings, progress=progress, metrics=metrics)
+    check_signatures(settings, results)  # PRELOADER_SIGNATURE: before anything reads the weights
     reports = warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
     if metrics is not None and reports:
         metrics.warmed(reports)
@@ -98,7 +100,9 @@ def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str])
 
 def wait_for(settings: Settings) -> list[PreloadResult]:
     """Block (no network) until every requested snapshot is complete; TransientError at settings.timeout."""
-    return wait_ready(settings, timeout=settings.timeout)
+    results = wait_ready(settings, timeout=settings.timeout)
+    check_signatures(settings, results)  # PRELOADER_SIGNATURE, as `preload` does
+    return results
 
 
 def warm_results(results: Iterable[PreloadResult], mode, *, dtype=None, lock: bool = False) -> list:
