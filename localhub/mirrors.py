@@ -290,4 +290,6 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     r.checkout("main")
     r.write({"data/train.jsonl": _jsonl(rows[:6] + [{"id": 99, "text": "new", "label": 1}])})
     r.commit("more training data", 120)
+    from localhub.locked import add_locked_repos  # deferred: it builds on this module
+    add_locked_repos(m, lfs)  # the lock file's and the pickle policy's repos
     return m

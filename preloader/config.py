@@ -25,6 +25,8 @@ from .cache.layout import HUB, Layout, absolute
 from .cache.selection import Selection
 from .errors import ConfigError, listed
 from .keywords import REPO_LISTS, as_text, expected, unknown
+from .lockfile import LockFile
+from .lockfile import read as read_lockfile
 from .logs import TOKEN_SHAPE, shown
 from .metrics import parse_addr
 from .options import (
@@ -137,6 +139,8 @@ class Settings:
     metrics_addr: tuple[str, int] | None = None  # (host, port) of the /metrics endpoint
     metrics_file: str | None = None
     shared_blobs_disabled: bool = False  # huggingface_hub's HF_HUB_DISABLE_SHARED_BLOBS / HF_HUB_DISABLE_XET
+    lockfile: LockFile | None = None  # PRELOADER_LOCKFILE, read and checked once, here
+    pickle: Literal["allow", "refuse"] = DEFAULTS["pickle"]
 
     @property
     def repos(self) -> tuple[RepoSpec, ...]:
@@ -333,6 +337,7 @@ class _Loader:
             offline_source=offline_source,
             dtype=None if dtype == "none" else dtype,
             manifest=absolute(manifest) if manifest else None,
+            lockfile=self.lockfile(),
             shared_blobs_disabled=any((self.env(name) or "").strip().lower() in _TRUE
                                       for name in ("HF_HUB_DISABLE_SHARED_BLOBS", "HF_HUB_DISABLE_XET")),
             **{name: self.value(name) for name in _PLAIN},
@@ -340,6 +345,17 @@ class _Loader:
         if self.problems:
             raise ConfigError("invalid settings: " + listed(self.problems))
         return settings
+
+    def lockfile(self) -> LockFile | None:
+        """The lock file, parsed at the boundary: a bad one is one problem of the settings (78)."""
+        text, source = self.raw("lockfile")
+        if not text:
+            return None
+        try:
+            return read_lockfile(absolute(text))
+        except ValueError as error:
+            self.problems.append(f"{source}={shown(text)}: {error}")
+            return None
 
     def endpoint(self) -> str:
         text, source = self.raw("endpoint")
@@ -368,4 +384,5 @@ def endpoint_problem(url: str) -> str | None:
 # Settings whose parsed value goes into Settings as it is.
 _PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
           "parallel_threshold", "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos",
-          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file")
+          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file",
+          "pickle")

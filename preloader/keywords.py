@@ -13,7 +13,7 @@ from .logs import shown
 from .options import OPTIONS_BY_NAME, Option
 from .units import OutOfRange, check_duration, check_size
 
-PATHS = ("cache_dir", "state_dir", "link_root", "datasets_cache", "manifest", "token_file")
+PATHS = ("cache_dir", "state_dir", "link_root", "datasets_cache", "manifest", "token_file", "lockfile")
 REPO_LISTS = ("models", "datasets")
 
 

@@ -19,6 +19,7 @@ from ..logs import event, flush
 from ..metrics import serving
 from . import handoff, signals
 from .capacity import preload_within
+from .policy import before_hand_off
 from .results import PreloadResult
 from .waiting import wait_ready
 
@@ -61,6 +62,7 @@ def preload(settings: Settings, environ: Mapping[str, str], *, progress: bool = 
     if lock is None:
         lock = settings.warm_lock and settings.warm.kind == "page-cache"
     results = preload_within(settings, progress=progress, metrics=metrics)
+    before_hand_off(settings, results)  # the lock file and the pickle policy (79): nothing starts past them
     reports = warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
     if metrics is not None and reports:
         metrics.warmed(reports)
@@ -98,7 +100,9 @@ def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str])
 
 def wait_for(settings: Settings) -> list[PreloadResult]:
     """Block (no network) until every requested snapshot is complete; TransientError at settings.timeout."""
-    return wait_ready(settings, timeout=settings.timeout)
+    results = wait_ready(settings, timeout=settings.timeout)
+    before_hand_off(settings, results)  # the lock file and the pickle policy (79): nothing starts past them
+    return results
 
 
 def warm_results(results: Iterable[PreloadResult], mode, *, dtype=None, lock: bool = False) -> list:
