@@ -14,10 +14,13 @@ from ..preloading import locking
 from .base import load_settings, parse_spec_args, reports_errors, settings_options
 
 LOCKFILE_ENV = OPTIONS_BY_NAME["lockfile"].env
-# What decides the plan and how the hub is reached; not what happens after a preload.
+# What decides the plan and how the hub is reached: every setting but those of the download and after it (a
+# new selection setting is one of the lock's too).
 LOCK_SETTINGS = tuple(o.name for o in OPTIONS if o.name not in (
-    "lockfile", "pickle", "warm", "warm_lock", "dtype", "service_offline", "export_token", "manifest", "metrics_addr",
-    "metrics_file", "max_cache_size", "prepare_datasets", "read_caches", "min_free"))
+    "models", "datasets", "lockfile", "pickle", "warm", "warm_lock", "dtype", "service_offline", "export_token",
+    "manifest", "metrics_addr", "metrics_file", "max_cache_size", "prepare_datasets", "datasets_cache", "read_caches",
+    "min_free", "lock", "lease_stale", "lock_timeout", "workers", "transfer", "connections", "parallel_threshold",
+    "require_repos", "link_root", "latest"))
 
 
 @click.command(name="lock")
