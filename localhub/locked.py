@@ -24,8 +24,8 @@ def torch_zip(payload: object) -> bytes:
     """A file in torch.save's format (torch >= 1.6): a zip whose `archive/data.pkl` is a pickle."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("archive/data.pkl", pickle.dumps(payload, protocol=2))
-        archive.writestr("archive/version", "3\n")
+        for name, data in (("archive/data.pkl", pickle.dumps(payload, protocol=2)), ("archive/version", b"3\n")):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)  # same bytes every build
     return buffer.getvalue()
 
 
