@@ -9,7 +9,9 @@ proves. Version 1 is stable: a reader refuses any other version rather than gues
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,8 @@ class LockFile:
 def read(path: str | Path) -> LockFile:
     """The lock file at `path`; ValueError (its reason, one line) when it is unreadable or not a valid lock."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the start, a device never end
+            raise ValueError("not a regular file: not a lock file")
         with open(path, "rb") as file:
             data = file.read(MAX_BYTES + 1)
     except OSError as error:
@@ -144,6 +148,8 @@ def _repo(entry: object, where: str, problems: list[str]) -> LockedRepo | None:
         problems.append(f"{where}.revision {_shown(revision)}: expected a branch, tag or commit")
     if not isinstance(commit, str) or not is_commit(commit):
         problems.append(f"{where}.commit {_shown(commit)}: expected a 40-hex commit id")
+    if isinstance(revision, str) and is_commit(revision) and isinstance(commit, str) and commit != revision:
+        problems.append(f"{where}.commit {_shown(commit)}: the revision is a commit, and another one")
     if not isinstance(files, dict) or not files:
         problems.append(f"{where}.files: expected an object of path: {{size, sha256 or blob_id}}")
     if len(problems) > before:

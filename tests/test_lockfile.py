@@ -291,3 +291,24 @@ def test_the_api_takes_a_lockfile_keyword(hub, mirrors, cache, tmp_path):
     with pytest.raises(LockRefusedError) as raised:
         preloader.wait([MODEL, SECOND], lockfile=str(path), cache_dir=cache)
     assert raised.value.exit_code == 79
+
+
+def test_a_planted_link_named_like_the_blob_is_hashed_not_trusted(hub, mirrors, cache, tmp_path):
+    """Only a link into the repo's own blobs/ is judged by its name: one planted to a file elsewhere that bears
+    the locked digest as its name is hashed, and its other bytes refuse."""
+    path = tmp_path / "preloader.lock"
+    document, _ = lock(hub, cache, path, MODEL)
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_LOCKFILE=str(path))
+    assert run_preloader(["run"], env).returncode == 0
+    locked = document["repos"][0]["files"]["config.json"]
+    planted = tmp_path / "elsewhere" / locked["blob_id"]
+    planted.parent.mkdir()
+    planted.write_bytes(b"{" + b" " * (locked["size"] - 2) + b"}")
+    link = cache / "models--org--tiny-model" / "snapshots" / mirrors.sha("model", MODEL, "main") / "config.json"
+    link.unlink()
+    link.symlink_to(planted)
+    hub.reset()
+    proc = run_preloader(["run", "--", *SHOW_PATH], env)
+    assert proc.returncode == 79 and proc.stdout == ""
+    assert f"config.json: the cache has other bytes ({locked['size']} bytes)" in one_error_line(proc)
+    assert hub.count() == 0

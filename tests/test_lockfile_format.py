@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -52,6 +53,7 @@ def doc(*entries) -> str:
     (doc(entry(files={"a": {"size": 1, "sha256": COMMIT}})),
      "repos[1].files['a'].sha256 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa': expected 64 lower-case hex"),
     (doc(entry(), entry()), "repos[2]: model:org/m@main is locked twice"),
+    (doc(entry(revision=OTHER)), f"repos[1].commit '{COMMIT}': the revision is a commit, and another one"),
 ])
 def test_refused_with_the_reason(text, message):
     with pytest.raises(ValueError) as raised:
@@ -123,3 +125,13 @@ def test_what_dumps_writes_parses_back_the_same(items):
         return
     lock = LockFile((LockedRepo("dataset", "org/d", "v1.0", COMMIT, files),))
     assert parse(dumps(lock)) == lock
+
+
+def test_a_fifo_or_a_folder_is_refused_without_blocking(tmp_path):
+    from preloader.lockfile import read
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="^not a regular file: not a lock file$"):
+        read(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="^not a regular file: not a lock file$"):
+        read(tmp_path)
