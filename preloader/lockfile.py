@@ -65,6 +65,9 @@ class LockFile:
     repos: tuple[LockedRepo, ...]
     path: str = ""
 
+    def __repr__(self) -> str:  # Settings shows it: the path, not thousands of digests
+        return f"LockFile({self.path!r}, {len(self.repos)} repos)"
+
     def find(self, spec: RepoSpec) -> LockedRepo | None:
         key = (spec.repo_type, spec.repo_id, spec.revision)
         return next((repo for repo in self.repos if repo.key == key), None)

@@ -312,3 +312,16 @@ def test_a_planted_link_named_like_the_blob_is_hashed_not_trusted(hub, mirrors, 
     assert proc.returncode == 79 and proc.stdout == ""
     assert f"config.json: the cache has other bytes ({locked['size']} bytes)" in one_error_line(proc)
     assert hub.count() == 0
+
+
+def test_a_locked_file_the_commit_lacks_refuses(hub, cache, tmp_path):
+    path = tmp_path / "preloader.lock"
+    document, _ = lock(hub, cache, path, MODEL)
+    document["repos"][0]["files"]["extra.safetensors"] = {"size": 5, "sha256": "e" * 64}
+    path.write_text(json.dumps(document))
+    hub.reset()
+    proc = run_preloader(["pull", MODEL], preloader_env(hub, cache, PRELOADER_LOCKFILE=str(path)))
+    assert proc.returncode == 79 and proc.stdout == ""
+    assert "extra.safetensors is locked but not in the commit's listing or not selected by the plan" \
+        in one_error_line(proc)
+    assert hub.count("GET", "/resolve/") == 0
