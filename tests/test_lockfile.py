@@ -325,3 +325,30 @@ def test_a_locked_file_the_commit_lacks_refuses(hub, cache, tmp_path):
     assert "extra.safetensors is locked but not in the commit's listing or not selected by the plan" \
         in one_error_line(proc)
     assert hub.count("GET", "/resolve/") == 0
+
+
+def test_a_locked_start_on_a_read_only_volume_starts_and_still_checks(hub, mirrors, cache, tmp_path):
+    """A consumer node that mounts the preloaded volume read-only: the locked start writes nothing it needs,
+    makes no network call, and still refuses bytes that are not the locked ones."""
+    import subprocess
+
+    path = tmp_path / "preloader.lock"
+    document, _ = lock(hub, cache, path, MODEL)
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_LOCKFILE=str(path))
+    assert run_preloader(["run"], env).returncode == 0
+    volume = cache.parent
+    subprocess.run(["mount", "--bind", str(volume), str(volume)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(volume)], check=True)
+        hub.reset()
+        proc = run_preloader(["run", "--", *SHOW_PATH], env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == str(cache / "models--org--tiny-model" / "snapshots"
+                                                   / mirrors.sha("model", MODEL, "main"))
+        document["repos"][0]["files"]["config.json"]["blob_id"] = "1" * 40
+        path.write_text(json.dumps(document))
+        refused = run_preloader(["run", "--", *SHOW_PATH], env)
+        assert refused.returncode == 79 and refused.stdout == ""
+        assert hub.count() == 0
+    finally:
+        subprocess.run(["umount", str(volume)], check=True)
