@@ -293,4 +293,6 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     r.write({"data/train.jsonl": _jsonl(rows[:6] + [{"id": 99, "text": "new", "label": 1}])})
     r.commit("more training data", 120)
     build_signed(m, _Repo, lfs, attrs, bert_files, _card)  # localhub/signed.py: the signature tests' repos
+    from localhub.locked import add_locked_repos  # deferred: it builds on this module
+    add_locked_repos(m, lfs)  # the lock file's and the pickle policy's repos
     return m

@@ -25,6 +25,8 @@ from .cache.layout import HUB, Layout, absolute
 from .cache.selection import Selection
 from .errors import ConfigError, listed
 from .keywords import REPO_LISTS, as_text, expected, unknown
+from .lockfile import LockFile
+from .lockfile import read as read_lockfile
 from .logs import TOKEN_SHAPE, shown
 from .metrics import parse_addr
 from .options import (
@@ -143,6 +145,8 @@ class Settings:
     signature_identity: str | None = None
     signature_issuer: str | None = None
     signature_file: str = OPTIONS_BY_NAME["signature_file"].default
+    lockfile: LockFile | None = None  # PRELOADER_LOCKFILE, read and checked once, here
+    pickle: Literal["allow", "refuse"] = DEFAULTS["pickle"]
 
     @property
     def repos(self) -> tuple[RepoSpec, ...]:
@@ -340,6 +344,7 @@ class _Loader:
             dtype=None if dtype == "none" else dtype,
             manifest=absolute(manifest) if manifest else None,
             **self.signature(),
+            lockfile=self.lockfile(),
             shared_blobs_disabled=any((self.env(name) or "").strip().lower() in _TRUE
                                       for name in ("HF_HUB_DISABLE_SHARED_BLOBS", "HF_HUB_DISABLE_XET")),
             **{name: self.value(name) for name in _PLAIN},
@@ -383,6 +388,17 @@ class _Loader:
         """How a message names a setting: the keyword in the API, the env var in the CLI."""
         return self.keyword(name) if self.api else OPTIONS_BY_NAME[name].env
 
+    def lockfile(self) -> LockFile | None:
+        """The lock file, parsed at the boundary: a bad one is one problem of the settings (78)."""
+        text, source = self.raw("lockfile")
+        if not text:
+            return None
+        try:
+            return read_lockfile(absolute(text))
+        except ValueError as error:
+            self.problems.append(f"{source}={shown(text)}: {error}")
+            return None
+
     def endpoint(self) -> str:
         text, source = self.raw("endpoint")
         endpoint = (text or DEFAULT_ENDPOINT).strip().rstrip("/")
@@ -420,4 +436,5 @@ def endpoint_problem(url: str) -> str | None:
 # Settings whose parsed value goes into Settings as it is.
 _PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
           "parallel_threshold", "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos",
-          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file")
+          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file",
+          "pickle")

@@ -232,3 +232,22 @@ class SignatureError(PreloaderError):
 
     exit_code = 65
     summary = "a model's signature refused it (missing, untrusted, or not matching the files): not started"
+
+
+class PolicyRefusedError(PreloaderError):
+    """The plan breaks a policy the deployment set: the lock file (PRELOADER_LOCKFILE) or the pickle policy
+    (PRELOADER_PICKLE=refuse). Nothing was started and nothing in the cache deleted. Not the code of a
+    signature refusal, which has its own."""
+
+    exit_code = 79
+    summary = ("lock refused: files, digests or repos not as the lock file says (PRELOADER_LOCKFILE), or pickle "
+               "weights with PRELOADER_PICKLE=refuse; nothing started, nothing deleted")
+
+
+class LockRefusedError(PolicyRefusedError):
+    """A snapshot is not what the lock file pins: another commit, a file of another digest, a file missing or
+    not locked, a repo the lock does not hold."""
+
+
+class PickleRefusedError(PolicyRefusedError):
+    """PRELOADER_PICKLE=refuse and the plan selects pickle-format weights."""

@@ -14,7 +14,7 @@ from .options import OPTIONS_BY_NAME, Option
 from .units import OutOfRange, check_duration, check_size
 
 PATHS = ("cache_dir", "state_dir", "link_root", "datasets_cache", "manifest", "token_file", "signature_key",
-         "signature_cert")
+         "signature_cert", "lockfile")
 REPO_LISTS = ("models", "datasets")
 
 

@@ -147,6 +147,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("dtype", "PRELOADER_DTYPE", "--dtype",
            "With --warm gpu: cast tensors on the device to float16, bfloat16 or float32.",
            default="none", kind="choice", choices=("none", *DTYPES)),
+    Option("lockfile", "PRELOADER_LOCKFILE", "--lockfile",
+           "Use the commits and file digests of this lock file (`preloader lock` writes it): run, pull and wait "
+           "take each repo's locked commit with no hub lookup, and refuse (79), before the hand-off, a file whose "
+           "digest differs, a missing file or a repo of the plan the lock does not hold."),
+    Option("pickle", "PRELOADER_PICKLE", "--pickle",
+           "refuse: fail (79) before any download when the plan selects pickle-format weights (*.bin, *.pt, "
+           "*.pth, *.ckpt, *.pkl, ...; by content, a zip holding data.pkl or a pickle header), listing them.",
+           default="allow", kind="choice", choices=("allow", "refuse")),
     Option("offline", "PRELOADER_OFFLINE", "--offline",
            "Cache only: no network calls; fail (75) if a snapshot is not complete.",
            default="0", kind="bool", fallbacks=("HF_HUB_OFFLINE",)),

@@ -19,7 +19,7 @@ FLOORS = [
     (2, ("preloader.config", "preloader.options", "preloader.keywords", "preloader.tokens")),  # settings: a Layout
     (1, ("preloader.cache",)),
     (0, ("preloader.warm", "preloader.errors", "preloader.spec", "preloader.units", "preloader.logs",
-         "preloader.version", "preloader.metrics")),
+         "preloader.version", "preloader.metrics", "preloader.lockfile")),
 ]
 # Upward imports on their way out, each with the reason it is still here (none today). Keep this list short.
 KNOWN: set[tuple[str, str]] = set()

@@ -221,6 +221,10 @@ def trigger(code: str, env: dict, tmp_path: Path, hub) -> list[subprocess.Comple
         with tarfile.open(path, "w") as tar:
             tar.addfile(tarfile.TarInfo("hello"), io.BytesIO(b""))
         return [preloader(["import", str(path)], fresh)]
+    if code == "79":  # a repo of the plan that the lock file does not hold: refused before any download
+        lock = tmp_path / "preloader.lock"
+        lock.write_text('{"version": 1, "repos": []}')
+        return [preloader(["run", "--model", "org/tiny-model", "--", "true"], fresh | {"PRELOADER_LOCKFILE": str(lock)})]
     if code == "69":  # no such GPU here, whatever the machine (cuda:999)
         return [preloader(["warm", "--warm", "gpu:999", BIG], env)]
     if code == "70":

@@ -20,7 +20,7 @@ from .base import error_json, json_errors, silence_stdout
 # command name -> module in this package and the command's name there
 COMMANDS = {
     "run": ("preload", "run"), "plan": ("preload", "plan"), "wait": ("preload", "wait"),
-    "warm": ("preload", "warm_command"), "pull": ("preload", "pull"),
+    "warm": ("preload", "warm_command"), "pull": ("preload", "pull"), "lock": ("lock", "lock_command"),
     "ls": ("cache", "ls_command"), "status": ("cache", "status"), "verify": ("cache", "verify"),
     "rm": ("cache", "rm_command"), "prune": ("cache", "prune"), "dedup": ("cache", "dedup_command"),
     "export": ("cache", "export_command"), "import": ("cache", "import_command"), "doctor": ("cache", "doctor"),

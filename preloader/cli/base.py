@@ -70,11 +70,13 @@ def settings_options(command=None, *, names: tuple[str, ...] | None = None):
     return command
 
 
-def load_settings(flags: dict) -> Settings:
-    """Settings from the environment and these flags; every token value is a known secret first."""
-    for secret in secrets_in(os.environ, flags):
+def load_settings(flags: dict, environ=None) -> Settings:
+    """Settings from the environment (`environ`, default os.environ) and these flags; every token value is a
+    known secret first."""
+    environ = os.environ if environ is None else environ
+    for secret in secrets_in(environ, flags):
         logs.add_secret(secret)
-    settings = Settings.load(os.environ, flags)
+    settings = Settings.load(environ, flags)
     logs.setup(settings.log_format, settings.log_level, adopt=("huggingface_hub",))
     folder_problem(settings.cache_dir, "cache dir", settings.cache_dir_source)
     folder_problem(settings.state_dir, "state dir", "PRELOADER_STATE_DIR")

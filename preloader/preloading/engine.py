@@ -23,6 +23,8 @@ from ..metrics import Metrics
 from ..spec import RepoSpec
 from .deadline import Deadline
 from .heal import remove_damaged
+from .locking import pinned
+from .policy import before_download
 from .results import PreloadResult
 from .tiers import Tiers
 
@@ -73,6 +75,7 @@ class Preloader:
         clock = Clock()
         check_requested(self.settings)
         outcomes = [self.prepare(spec) for spec in self.settings.repos]
+        before_download(self.settings, self.layout, outcomes)  # lock file, pickle policy: 79 before any byte
         pending = [o for o in outcomes if isinstance(o, Pending)]
         if pending:
             self.require_writable(pending)
@@ -110,10 +113,12 @@ class Preloader:
         clock = Clock()
         s = self.settings
         self.metrics.state(spec, "resolving")
-        cached = self.state(spec)
-        if cached.complete and (spec.is_commit or s.offline):
+        locked = s.lockfile.commit(spec) if s.lockfile else None  # the lock file's commit is the resolved one
+        cached = self.state(spec, locked)
+        if cached.complete and (spec.is_commit or s.offline or locked):
             return self.publish(cached, clock, fetched=0, source="cache")
-        tiered = None if cached.complete or not (spec.is_commit or s.offline) else self.from_tier(spec, clock)
+        tiered = None if cached.complete or not (spec.is_commit or s.offline or locked) \
+            else self.from_tier(spec, clock, locked)
         if tiered is not None:
             return tiered
         if s.offline:
@@ -152,7 +157,7 @@ class Preloader:
 
     def resolve(self, spec: RepoSpec):
         self.metrics.add("preloader_origin_requests_total")
-        return self.hub.resolve(spec)
+        return self.hub.resolve(pinned(self.settings, spec))  # a locked repo: its commit, not what the branch is now
 
     def from_tier(self, spec: RepoSpec, clock: Clock, commit: str | None = None,
                   source: str = "tier") -> PreloadResult | None:

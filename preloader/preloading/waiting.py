@@ -58,9 +58,10 @@ def wait_ready(settings: Settings, *, timeout: float | None, poll: float = 1.0,
 
 def _ready(layout: Layout, tiers: Tiers, settings: Settings, spec: RepoSpec) -> tuple[Layout, Completeness]:
     """Where the request is complete: the cache, else a read-only tier (used where it is, no writes)."""
-    state = records.check(layout, spec, selection=settings.selection(spec))
+    locked = settings.lockfile.commit(spec) if settings.lockfile else None  # the lock file's commit, not refs/
+    state = records.check(layout, spec, *([locked] if locked else []), selection=settings.selection(spec))
     if not state.complete:
-        found = tiers.find(spec)
+        found = tiers.find(spec, locked)
         if found is not None:
             return found
     return layout, state
