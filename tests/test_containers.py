@@ -78,7 +78,7 @@ def docker_host(podman, tmp_path_factory):
     # The containers it makes for docker-compose get the settings of the CONTAINERS_CONF it starts with.
     proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log, stderr=log,
                             env=podman_env())
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()

@@ -144,7 +144,7 @@ def test_kill_9_then_restart_completes_and_publishes_only_at_the_end(hub, mirror
         proc = subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
     latest = cache / "models--org--big-model" / "snapshots" / "latest"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while sum(r.body_bytes for r in hub.requests(method="GET", path_contains="big-model/resolve")) < SIZE // 3:
         assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
         assert records(cache) == [] and not latest.is_symlink()  # nothing published mid-download
@@ -200,7 +200,7 @@ def test_disk_full_mid_download_exits_74_then_completes_with_room(hub, mirrors, 
     env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_MIN_FREE="0")
     proc = subprocess.Popen([sys.executable, "-m", "preloader", "run", "--", "sh", "-c", "echo service-started"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300
     while not hub.requests(method="GET", path_contains="big-model/resolve"):
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -497,7 +497,7 @@ def test_sigterm_while_preloading_cleans_up_and_exits_143(hub, cache):
     env = env_for(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BIG, PRELOADER_PARALLEL_THRESHOLD="1MiB")
     proc = subprocess.Popen([sys.executable, "-m", "preloader", "run", "--", "sh", "-c", "echo service-started"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300
     while not leftovers(cache):
         assert time.monotonic() < deadline
         time.sleep(0.02)  # polling for the partial file, not ordering events

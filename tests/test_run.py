@@ -117,13 +117,13 @@ def test_hub_down_starts_from_complete_cache_but_never_from_partial(hub, mirrors
     assert run_preloader(["run"], env).returncode == 0
     from localhub import free_port
 
-    down = dict(env, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
-    started = time.monotonic()
+    # Many retries allowed: with a complete snapshot at hand, one failed lookup is enough to start from it.
+    down = dict(env, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}", PRELOADER_RETRIES="8")
     proc = run_preloader(["run", "--", *SERVICE], down)
     seen = service_output(proc)
     assert seen["models"][f"{MODEL}:main"]["layers"] == 1
     assert "warning: hub.unreachable" in proc.stderr
-    assert time.monotonic() - started < 30
+    assert "warning: retry" not in proc.stderr
 
     # Make the snapshot partial: one file gone. It must not be used.
     snapshot = cache / "models--org--tiny-model" / "snapshots" / mirrors.sha("model", MODEL, "main")
@@ -161,7 +161,7 @@ def test_not_found_fails_fast_without_retry(hub, cache, env_extra, code, message
     proc = run_preloader(["run", "--", *SERVICE], env)
     assert proc.returncode == code
     assert "warning: retry" not in proc.stderr
-    assert time.monotonic() - started < 15  # the log says it did not retry; the clock only catches a storm
+    assert time.monotonic() - started < 60  # the log says it did not retry; the clock only catches a storm
     errors = [line for line in proc.stderr.splitlines() if line.startswith("preloader: error:")]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in proc.stderr
@@ -237,7 +237,7 @@ def test_sigterm_while_preloading_exits_143_and_cleans_up(hub, cache):
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
     proc = subprocess.Popen([sys.executable, "-m", "preloader", "run", "--", *SERVICE], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300
     while hub.count(method="GET", path_contains="/resolve/") == 0:
         assert time.monotonic() < deadline, "the preloader never started downloading"
         time.sleep(0.05)  # polling for the first request, not ordering events
@@ -245,7 +245,7 @@ def test_sigterm_while_preloading_exits_143_and_cleans_up(hub, cache):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 143
-    assert time.monotonic() - sent < 2
+    assert time.monotonic() - sent < 20  # well before the 30 s stall ends: the signal ended the download
     assert out == ""
     leftovers = [p for p in cache.rglob("*") if p.name.endswith(".incomplete") or ".preloader-tmp-" in p.name]
     assert leftovers == []
@@ -394,7 +394,7 @@ def test_deadline_ends_a_stalled_preload_with_75(hub, cache):
     started = time.monotonic()
     proc = run_preloader(["run", "--", *SERVICE], env)
     assert proc.returncode == 75
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 45  # well before the 60 s stall ends
     assert "deadline of 3 s passed" in proc.stderr
     assert proc.stdout == ""
 
