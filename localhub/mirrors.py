@@ -290,4 +290,6 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     r.checkout("main")
     r.write({"data/train.jsonl": _jsonl(rows[:6] + [{"id": 99, "text": "new", "label": 1}])})
     r.commit("more training data", 120)
+    from .room import build_room  # the node-cache tests' models (localhub/room.py)
+    build_room(m, _Repo, attrs, lfs)
     return m
