@@ -147,7 +147,7 @@ OPTIONS: tuple[Option, ...] = (
            default="0", kind="bool"),
     Option("refresh", "PRELOADER_REFRESH", "--refresh",
            "With no command: stay up after the preload and preload again every this long (10m, 1h; 0 = exit once "
-           "ready), serving /metrics until SIGTERM; for a node cache (DaemonSet). From 0 to 365d.",
+           "ready), from 0 to 365d, serving /metrics until SIGTERM; for a node cache (DaemonSet).",
            default="0", kind="duration"),
     Option("dtype", "PRELOADER_DTYPE", "--dtype",
            "With --warm gpu: cast tensors on the device to float16, bfloat16 or float32.",
