@@ -119,6 +119,16 @@ def test_a_full_disk_under_a_loose_bound_evicts_only_what_the_download_needs(nod
     assert " evicted=1 " in proc.stderr
 
 
+def test_a_plan_bigger_than_the_bound_evicts_every_other_and_still_runs(node, hub, mirrors):
+    """D alone (1 MiB) is over a 512 KiB bound: every other snapshot goes, and the disk, not the bound, decides."""
+    cache, env, _ = node
+    proc = run_preloader(["run", "--", *SERVICE],
+                         {**env, "RUNPOD_HUGGINGFACE_MODEL": D, "PRELOADER_MAX_CACHE_SIZE": "512KiB"})
+    served(proc, cache, mirrors, D)
+    assert present(cache, mirrors) == [D]
+    assert " evicted=3 " in proc.stderr
+
+
 def test_a_held_lock_protects_its_snapshot(node, hub, mirrors):
     """B is the least recently used, but its lock is held (another preload, a removal): C and A go instead."""
     cache, env, layout = node
