@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from ..cache.layout import Layout
 from ..cache.locks import RepoLocks
@@ -50,14 +49,17 @@ def keep_within(layout: Layout, capacity: int | None, results: Sequence[PreloadR
     return report
 
 
-@dataclass
 class Room:
     """What `make_room` did: the snapshots evicted ("type repo@commit"), the bytes that freed, and the
-    snapshots it left because their lock was held or a removal failed part-way."""
+    snapshots it left because their lock was held or a removal failed part-way. A plain class: this module is
+    imported on every start, and creating a dataclass costs about a millisecond."""
 
-    evicted: list[str] = field(default_factory=list)
-    freed: int = 0
-    skipped: list[str] = field(default_factory=list)
+    __slots__ = ("evicted", "freed", "skipped")
+
+    def __init__(self) -> None:
+        self.evicted: list[str] = []
+        self.freed = 0
+        self.skipped: list[str] = []
 
 
 def make_room(layout: Layout, capacity: int, plan: Iterable[RepoSpec], *, needed: int, free: int | None,
