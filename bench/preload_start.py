@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/preload_start.py [--runs 7]
     .venv/bin/python bench/preload_start.py --against /tmp/before --runs 40   # another checkout, alternately
+    .venv/bin/python bench/preload_start.py --against . --env PRELOADER_METRICS_ADDR=127.0.0.1:0  # a setting's cost
 
 Starts a local olah hub over generated repos (two models, one dataset), then
 times, as whole processes (medians of --runs):
@@ -66,25 +67,28 @@ def compile_package(env: dict | None = None) -> None:
     print(f"measuring the preloader in {where} (byte-compiled)", file=sys.stderr)
 
 
-def against(other: Path, runs: int, env: dict, work: Path, mirrors) -> None:
+def against(other: Path, runs: int, env: dict, work: Path, mirrors, ours: dict[str, str] | None = None) -> None:
     """This package and the one at `other` (a checkout's root), alternately, on one cached repo: pinned, then
-    by branch name. Alternating lets both see the same background load."""
+    by branch name. Alternating lets both see the same background load. `ours`: settings for this checkout's
+    runs only (with `other` this very checkout: what a setting costs)."""
+    ours = ours or {}
     other_env = dict(env, PYTHONPATH=str(other))
     compile_package(other_env)
     commit = mirrors.sha("model", "org/tiny-model", "main")
     cache = work / "against" / "hub"
     base = dict(env, PRELOADER_CACHE_DIR=str(cache), RUNPOD_HUGGINGFACE_MODEL="org/tiny-model")
     timed([sys.executable, "-m", "preloader", "run"], base)
-    print(f"| cached start, one repo ({runs} runs each, alternating, median) | this checkout | {other} |")
+    mine_label = " ".join(["this checkout", *(f"{k}={v}" for k, v in ours.items())])
+    print(f"| cached start, one repo ({runs} runs each, alternating, median) | {mine_label} | {other} |")
     print("|---|---:|---:|")
     for label, spec in (("pinned commit", f"org/tiny-model:{commit}"), ("by branch name", "org/tiny-model")):
-        ours, theirs = [], []
+        mine, theirs = [], []
         for _ in range(runs):
-            ours.append(timed([sys.executable, "-m", "preloader", "run", "--", "true"],
-                              dict(base, RUNPOD_HUGGINGFACE_MODEL=spec)))
+            mine.append(timed([sys.executable, "-m", "preloader", "run", "--", "true"],
+                              dict(base, RUNPOD_HUGGINGFACE_MODEL=spec, **ours)))
             theirs.append(timed([sys.executable, "-m", "preloader", "run", "--", "true"],
                                 dict(base, RUNPOD_HUGGINGFACE_MODEL=spec, PYTHONPATH=str(other))))
-        print(f"| {label} | {statistics.median(ours):.3f} | {statistics.median(theirs):.3f} |")
+        print(f"| {label} | {statistics.median(mine):.3f} | {statistics.median(theirs):.3f} |")
 
 
 def main() -> None:
@@ -92,7 +96,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--against", type=Path, metavar="CHECKOUT",
                         help="instead: alternate with the package of another checkout (its root), one cached repo")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --against: a setting for this checkout's runs only (repeatable)")
     args = parser.parse_args()
+    ours = dict(item.split("=", 1) for item in args.env)
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="preloader-bench-"))
     mirrors = build_mirrors(work / "hub")
@@ -101,7 +108,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PRELOADER_", "RUNPOD_"))}
         env.update(HF_ENDPOINT=olah.url, HF_HOME=str(work / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
         try:
-            against(args.against.resolve(), args.runs, env, work, mirrors)
+            against(args.against.resolve(), args.runs, env, work, mirrors, ours)
         finally:
             olah.stop()
             shutil.rmtree(work, ignore_errors=True)

@@ -295,4 +295,6 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     build_signed(m, _Repo, lfs, attrs, bert_files, _card)  # localhub/signed.py: the signature tests' repos
     from localhub.locked import add_locked_repos  # deferred: it builds on this module
     add_locked_repos(m, lfs)  # the lock file's and the pickle policy's repos
+    from .room import build_room  # the node-cache tests' models (localhub/room.py)
+    build_room(m, _Repo, attrs, lfs)
     return m

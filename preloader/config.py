@@ -125,6 +125,7 @@ class Settings:
     max_cache_size: int | None = None
     warm: WarmMode = DEFAULTS["warm"]
     warm_lock: bool = DEFAULTS["warm_lock"]
+    refresh: float = DEFAULTS["refresh"]  # seconds between a node cache's preloads; 0: preload once
     dtype: Dtype | None = None
     offline: bool = DEFAULTS["offline"]
     offline_source: str | None = None
@@ -435,6 +436,6 @@ def endpoint_problem(url: str) -> str | None:
 
 # Settings whose parsed value goes into Settings as it is.
 _PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
-          "parallel_threshold", "min_free", "warm", "warm_lock", "prepare_datasets", "require_repos",
+          "parallel_threshold", "min_free", "warm", "warm_lock", "refresh", "prepare_datasets", "require_repos",
           "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file",
           "pickle")

@@ -384,6 +384,7 @@ def serving(addr: tuple[str, int] | None, path: str | Path | None, volume: str |
     except BaseException as error:
         # PreloaderError and Aborted (a signal, the deadline) carry theirs; anything else is a bug: 70.
         served.metrics.failed(getattr(error, "exit_code", 70))
+        served.last_word()
         raise
     else:
         served.metrics.set("preloader_exit_code", 0)
@@ -396,8 +397,20 @@ class Served:
 
     def __init__(self, metrics: Metrics, exporter: Exporter | None) -> None:
         self.metrics, self.exporter = metrics, exporter
+        self._closed: Exporter | None = None  # closed early for an exec that may still fail
 
     def close(self) -> None:
         if self.exporter is not None:
             exporter, self.exporter = self.exporter, None
             exporter.close()
+            self._closed = exporter
+
+    def last_word(self) -> None:
+        """After an early close, a failure (an exec that found no program, 127, or could not run it, 126)
+        rewrites the file once more, so that the exit code shows; the endpoint stays closed."""
+        exporter, self._closed = self._closed, None
+        if exporter is not None and exporter.path is not None:
+            try:
+                exporter.write()
+            except Exception as error:  # the run's own failure is what the exit says
+                event(logger, "metrics.file", logging.WARNING, path=exporter.path, error=error)

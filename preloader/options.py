@@ -131,8 +131,9 @@ OPTIONS: tuple[Option, ...] = (
            "Files at least this big use several connections (500M, 64MiB), from 0 to 2^63-1 bytes.",
            default="64MiB", kind="size"),
     Option("max_cache_size", "PRELOADER_MAX_CACHE_SIZE", "--max-cache-size",
-           "After the preload, evict least recently used complete snapshots until the cache is at most this big "
-           "(200G; 0 = no bound), from 0 to 2^63-1 bytes; never one just preloaded, never a locked one.",
+           "Evict least recently used complete snapshots before a download that would take the cache over this "
+           "size or not fit the free space, and after the preload until the cache is at most this big (200G; 0 = no "
+           "bound), from 0 to 2^63-1 bytes; never one of the plan, never a locked one.",
            default="0", kind="size"),
     Option("min_free", "PRELOADER_MIN_FREE", "--min-free",
            "Free space to leave on the cache volume, from 0 to 2^63-1 bytes; exit 74 before downloading if it "
@@ -144,6 +145,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("warm_lock", "PRELOADER_WARM_LOCK", "--warm-lock",
            "With --warm page-cache and no command: mlock the weights and stay up holding them until SIGTERM.",
            default="0", kind="bool"),
+    Option("refresh", "PRELOADER_REFRESH", "--refresh",
+           "With no command: stay up after the preload and preload again every this long (10m, 1h; 0 = exit once "
+           "ready), from 0 to 365d, serving /metrics until SIGTERM; for a node cache (DaemonSet).",
+           default="0", kind="duration"),
     Option("dtype", "PRELOADER_DTYPE", "--dtype",
            "With --warm gpu: cast tensors on the device to float16, bfloat16 or float32.",
            default="none", kind="choice", choices=("none", *DTYPES)),

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -149,7 +150,8 @@ def test_the_three_patterns_are_there():
     prewarm = pod_spec(kind_named("DaemonSet", "hf-cache-prewarm"))
     assert volume(prewarm, "hf-cache")["hostPath"]["type"] == "DirectoryOrCreate"
     (main,) = prewarm["containers"]
-    assert main["args"] == ["sleep", "infinity"]  # after the image's `tini -- preloader run --`
+    assert "args" not in main and "command" not in main  # the image's `tini -- preloader run --`, no command
+    assert {"name": "PRELOADER_REFRESH", "value": "1h"} in main["env"]  # which keeps it up, refreshing
 
     claim = kind_named("PersistentVolumeClaim", "hf-cache-shared")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -471,8 +473,9 @@ def test_shared_cache_job_and_read_only_consumers_in_podman(kube, images, hub, m
 @pytest.mark.slow
 def test_node_prewarm_pod_template_in_podman(kube, images, hub, mirrors, tmp_path):
     """(b), as far as podman goes: the DaemonSet's pod template as a Pod, on a hostPath directory that is
-    root's (as the kubelet makes it): the init container hands it to UID 1000, the preloader fills it,
-    becomes `sleep infinity` and stays up, and the readiness probe says ready."""
+    root's (as the kubelet makes it): the init container hands it to UID 1000, the preloader fills it and
+    stays up (PRELOADER_REFRESH) serving /metrics, the readiness probe says ready, and a stop is exit 0 with
+    the textfile written a last time."""
     daemonset = kind_named("DaemonSet", "hf-cache-prewarm")
     node_cache = tmp_path / "node-cache"
     node_cache.mkdir(mode=0o755)
@@ -493,12 +496,21 @@ def test_node_prewarm_pod_template_in_podman(kube, images, hub, mirrors, tmp_pat
     assert (node_cache / "hub" / "models--org--tiny-model" / "snapshots" / commit / "config.json").is_file()
     st = node_cache.stat()
     assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (1000, 1000, "0o2775")
-    # It stays up: tini, and the preloader become `sleep infinity`.
-    time.sleep(1)
+    # It stays up: tini, and the preloader itself, serving /metrics after its preload (host networking here).
+    wait_for_line(main, "preloader: refresh.waiting every=3600s")
     assert inspect(main)["State"]["Running"]
     top = sh("podman", "top", main, "args").stdout.splitlines()[1:]
-    assert [line.strip() for line in top] == ["tini -- preloader run -- sleep infinity", "sleep infinity"]
+    assert [line.strip() for line in top][0] == "tini -- preloader run --"
+    assert len(top) == 2 and top[1].strip().endswith("preloader run --")
     assert "preloader: done " in logs(main)
+    addr = wait_for_line(main, "preloader: metrics.listen ").split("addr=")[1].split()[0]
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'preloader_repo_state{repo="org/tiny-model",state="complete",type="model"} 1.0' in text
+    sh("podman", "stop", "--time=30", main)  # SIGTERM to tini, passed to the preloader
+    assert inspect(main)["State"]["ExitCode"] == 0, logs(main)
+    # Both hostPath volumes are the test's one directory here: the textfile lies beside the cache.
+    assert "preloader_exit_code 0.0" in (node_cache / "hf-preloader.prom").read_text()
     assert_token_only_reached_the_hub(hub, main)
 
 

@@ -170,6 +170,24 @@ def test_a_failed_run_shows_its_exit_code_and_failed_state(hub, cache, tmp_path)
     assert not fams["preloader_last_success_timestamp_seconds"].samples
 
 
+@pytest.mark.parametrize("kind, code", [("missing", 127), ("not-executable", 126)])
+def test_a_failed_exec_shows_its_exit_code_in_the_textfile(hub, cache, tmp_path, kind, code):
+    """The file is written before the exec; an exec that fails writes it again, with 126 or 127."""
+    program = tmp_path / "serve"
+    if kind == "not-executable":
+        program.write_text("#!/bin/sh\nexit 0\n")
+        program.chmod(0o644)
+    path = tmp_path / "preloader.prom"
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_METRICS_FILE=str(path))
+    proc = run_preloader(["run", "--", str(program)], env)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.count("preloader: error: service command") == 1
+    fams = families(path.read_text())
+    assert value(fams, "preloader_exit_code") == code
+    assert value(fams, "preloader_repo_state", repo=MODEL, type="model", state="complete") == 1  # its preload did
+    assert value(fams, "preloader_last_success_timestamp_seconds") > 0
+
+
 def test_warm_writes_warm_bytes_and_seconds(hub, cache, tmp_path):
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=MODEL)
     assert run_preloader(["run"], env).returncode == 0

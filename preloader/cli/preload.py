@@ -68,7 +68,8 @@ def wait(command, **flags):
 
 
 PULL_SETTINGS = tuple(o.name for o in OPTIONS if o.name not in ("models", "datasets", "warm", "warm_lock", "dtype",
-                                                                  "service_offline", "export_token", "manifest"))
+                                                                  "service_offline", "export_token", "manifest",
+                                                                  "refresh"))
 
 
 @click.command()

@@ -188,7 +188,8 @@ class Preloader:
             "as its owner (`preloader run`), then start this one")
 
     def preflight(self, pending: list[Pending]) -> int:
-        """Bytes still to fetch for the whole plan; DiskError (74) before any byte is written if they do not fit."""
+        """Bytes still to fetch for the whole plan; DiskError (74) before any byte is written if they do not fit.
+        With PRELOADER_MAX_CACHE_SIZE, least recently used snapshots make room first (`capacity.make_room`)."""
         needed: dict[str, int] = {}
         for p in pending:
             for f in p.missing(self.layout):
@@ -200,6 +201,12 @@ class Preloader:
 
         free = free_space(self.settings.cache_dir)
         margin = self.settings.min_free
+        if self.settings.max_cache_size:
+            from .capacity import make_room  # capacity imports this module: not at the top
+
+            if make_room(self.layout, self.settings.max_cache_size, self.settings.repos, needed=total, free=free,
+                         margin=margin, locking=self.locks):
+                free = free_space(self.settings.cache_dir)
         if free is not None and total + margin > free:
             raise DiskError(
                 f"not enough space on the cache volume {self.settings.cache_dir}: the plan needs {total:,} bytes "

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..cache import records
 from ..config import Settings
-from ..errors import NotFoundError
+from ..errors import ConfigError, DeadlineExceeded, NotFoundError, PreloaderError
 from ..logs import event, flush
 from ..metrics import serving
 from . import handoff, signals
@@ -28,7 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 def run(settings: Settings, command: Sequence[str], environ: Mapping[str, str], *, progress: bool = False) -> None:
-    """Preload, warm as asked, then exec `command` (same PID) or, with none, return (or hold locked pages)."""
+    """Preload, warm as asked, then exec `command` (same PID) or, with none, return (or stay up: locked pages,
+    PRELOADER_REFRESH)."""
+    if settings.refresh and command:
+        raise ConfigError("PRELOADER_REFRESH (--refresh) keeps `run` up with no command, preloading again on its "
+                          "interval; with a command the exec ends the preloader: drop the command or the setting")
     check_hand_over(settings, command)
     with serving(settings.metrics_addr, settings.metrics_file, settings.cache_dir) as served:
         _run(settings, command, environ, progress, served)
@@ -45,8 +50,8 @@ def _run(settings: Settings, command: Sequence[str], environ: Mapping[str, str],
     signals.uninstall()
     if command:
         hand_over(settings, results, command, environ, served.close)
-    elif lock:
-        hold_until_stopped()
+    elif lock or settings.refresh:
+        stay_up(settings, environ, served.metrics, lock=lock)
 
 
 def preload(settings: Settings, environ: Mapping[str, str], *, progress: bool = False,
@@ -161,3 +166,55 @@ def hold_until_stopped() -> None:
     while not stopped.wait(1.0):
         pass
     release_locks()
+
+
+def stay_up(settings: Settings, environ: Mapping[str, str], metrics, *, lock: bool) -> None:
+    """The long-running forms of `run` with no command, until SIGTERM/SIGINT (then return: exit 0): hold the
+    locked pages (--warm-lock), and with PRELOADER_REFRESH preload again every interval (a branch that moved,
+    a snapshot evicted or deleted by hand); the metrics endpoint and file stay up all along."""
+    stopped = threading.Event()
+
+    def stop_between() -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopped.set())
+
+    stop_between()
+    if lock:
+        from ..warm.memlock import locked_bytes
+
+        event(logger, "warm.holding", locked=locked_bytes())
+    metrics.set("preloader_exit_code", 0)  # what a SIGTERM now leads to; a failed refresh sets its own
+    if settings.refresh:
+        event(logger, "refresh.waiting", every=f"{settings.refresh:g}s")
+    flush()
+    clock = time.monotonic
+    due = clock() + settings.refresh
+    # Short waits: a signal's handler runs between them (an Event wait with no timeout may not wake for it).
+    while not stopped.wait(min(1.0, max(0.0, due - clock())) if settings.refresh else 1.0):
+        if settings.refresh and clock() >= due:
+            refresh(settings, environ, metrics, after=stop_between)
+            flush()
+            due = clock() + settings.refresh
+    if lock:
+        from ..warm.memlock import release_locks
+
+        release_locks()
+
+
+def refresh(settings: Settings, environ: Mapping[str, str], metrics, after=lambda: None) -> None:
+    """One more preload of a node cache that stays up. A failure, its deadline (PRELOADER_TIMEOUT) included,
+    is logged and shown in the metrics (the exit code it would have been, the repos failed); the next interval
+    tries again. A signal during it ends the process as it ends a first preload (143 for SIGTERM). `after`:
+    put the idle signal handlers back."""
+    metrics.plan(settings.repos)
+    signals.install(settings.timeout)
+    try:
+        preload(settings, environ, lock=False, metrics=metrics)
+    except (PreloaderError, DeadlineExceeded) as error:
+        metrics.failed(error.exit_code)
+        event(logger, "refresh.failed", logging.WARNING, code=error.exit_code, error=error)
+    else:
+        metrics.set("preloader_exit_code", 0)
+    finally:
+        signals.uninstall()
+        after()
