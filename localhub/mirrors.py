@@ -37,7 +37,9 @@ _GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_TERMINAL_PROMPT": "0",
 }
-_LFS_SUFFIXES = (".safetensors", ".bin")
+# As the public hub's default .gitattributes (and *.gguf) store them; the first repos hold only the first two.
+_LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".h5", ".msgpack", ".onnx", ".ot", ".pt", ".pth", ".ckpt", ".pkl",
+                 ".tflite", ".mlmodel", ".model", ".model.v3")
 GITATTRIBUTES = b"*.bin filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
 RepoKey = tuple[str, str, str]  # (repo_type, repo_id, revision)
@@ -290,4 +292,5 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     r.checkout("main")
     r.write({"data/train.jsonl": _jsonl(rows[:6] + [{"id": 99, "text": "new", "label": 1}])})
     r.commit("more training data", 120)
+    __import__("localhub.shapes").shapes.add_shapes(m, lfs)  # repos shaped like public ones (weights=auto)
     return m

@@ -29,6 +29,15 @@ class Record:
     listing: dict[str, int]
     complete: dict[str, int] = field(default_factory=dict)
     completed_at: float = 0.0
+    # The weight_map shards each `*.safetensors.index.json` names (what `weights=auto` keeps), and the
+    # selections (`Selection.label()`) this record was completed for.
+    indexes: dict[str, list[str]] = field(default_factory=dict)
+    selections: list[dict] = field(default_factory=list)
+
+    def completes(self, label: dict) -> None:
+        """Note that `label`'s selection is complete here (once)."""
+        if label not in self.selections:
+            self.selections.append(label)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,8 @@ def local_commit(layout: Layout, spec: RepoSpec) -> str | None:
     try:
         commit = layout.ref_file(spec).read_text(encoding="utf-8").strip()
     except OSError:
-        return None
+        # `user/name:Q4_K_M` with no branch or tag of that name fetched here means `main`, that quantization.
+        return local_commit(layout, spec.as_quant()) if spec.names_quant else None
     return commit if is_commit(commit) else None
 
 
@@ -106,10 +116,45 @@ def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, 
     if record is None:
         return Completeness(spec, commit, None, {}, (), present=bool(commit) and
                             layout.snapshot_dir(spec, commit).is_dir())
-    wanted = dict(record.complete) if as_recorded else selection.apply(record.listing)
+    wanted = (dict(record.complete) if as_recorded
+              else selection.apply(record.listing, indexes_of(layout, spec, commit, record, selection)))
     unrecorded = {p for p, size in wanted.items() if record.complete.get(p) != size}
     missing = unrecorded | set(missing_on_disk(layout.snapshot_dir(spec, commit), wanted))
     return Completeness(spec, commit, record, wanted, tuple(sorted(missing)), present=True)
+
+
+def indexes_of(layout: Layout, spec: RepoSpec, commit: str, record: Record, selection: Selection
+               ) -> dict[str, frozenset[str]]:
+    """The shards each index of the listing names: from the record, else from the index file on disk (a record
+    written before it kept them, or huggingface_hub's tree listing)."""
+    found = {path: frozenset(shards) for path, shards in record.indexes.items()}
+    for path in selection.needs_indexes(record.listing):
+        if path not in found:
+            shards = read_index(layout.snapshot_dir(spec, commit) / path, path)
+            if shards is not None:
+                found[path] = shards
+    return found
+
+
+def read_index(file: Path, path: str) -> frozenset[str] | None:
+    """The repo paths of the shards an index json names, or None when it cannot be read as one."""
+    try:
+        return index_shards(file.read_bytes(), path)
+    except OSError:
+        return None
+
+
+def index_shards(data: bytes, path: str) -> frozenset[str] | None:
+    """The repo paths (beside the index) of the shards its `weight_map` names, or None for a malformed one."""
+    try:
+        weight_map = json.loads(data)["weight_map"]
+        names = set(weight_map.values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not names or not all(isinstance(n, str) for n in names):
+        return None
+    folder = os.path.dirname(path)
+    return frozenset(f"{folder}/{n}" if folder else n for n in names)
 
 
 def from_tree(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
@@ -140,7 +185,9 @@ def read(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
         data = json.loads(layout.record_file(spec, commit).read_text(encoding="utf-8"))
         if data.get("version") != VERSION or data.get("commit") != commit:
             return None
-        return Record(commit, dict(data["listing"]), dict(data["complete"]), float(data["completed_at"]))
+        return Record(commit, dict(data["listing"]), dict(data["complete"]), float(data["completed_at"]),
+                      {str(k): list(v) for k, v in dict(data.get("indexes") or {}).items()},
+                      list(data.get("selections") or []))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -156,6 +203,8 @@ def write(layout: Layout, spec: RepoSpec, record: Record) -> None:
         "completed_at": record.completed_at,
         "listing": record.listing,
         "complete": record.complete,
+        "indexes": record.indexes,
+        "selections": record.selections,
     }
     atomic.write_json(layout.record_file(spec, record.commit), data, root=layout.state_dir)
 
