@@ -254,7 +254,7 @@ def test_sigterm_while_preloading_exits_143_and_cleans_up(hub, cache):
 
 def test_eight_processes_download_each_file_once(hub, mirrors, cache):
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},org/second-model",
-                        RUNPOD_HUGGINGFACE_DATASET=DATA)
+                        RUNPOD_HUGGINGFACE_DATASET=DATA, PRELOADER_WEIGHTS="all")  # every file of the mirrors
     procs = [subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
     results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=180)]]

@@ -133,11 +133,11 @@ class Selection:
         # pytorch_model.bin keeps it, whatever the root holds.
         drop |= {p for p in paths if _pickle(p) and posixpath.dirname(p) in folders_with_st}
         for index in (p for p in paths if p.endswith(INDEX_SUFFIX)):
-            if index not in indexes:
-                continue  # its weight_map unknown: keep the folder's safetensors rather than guess
+            if index not in indexes or not indexes[index] <= paths:
+                continue  # its weight_map unknown, or naming files the commit lacks: keep the folder's safetensors
             folder = posixpath.dirname(index)
             named = set().union(*(indexes[i] for i in paths if i.endswith(INDEX_SUFFIX)
-                                  and posixpath.dirname(i) == folder and i in indexes))
+                                  and posixpath.dirname(i) == folder and i in indexes and indexes[i] <= paths))
             drop |= {p for p in safetensors if posixpath.dirname(p) == folder and p not in named}
         pytorch = {p for p in paths - drop if _safetensors(p) or (_pickle(p) and not _LEFTOVER.fullmatch(
             posixpath.basename(p)))}

@@ -149,7 +149,9 @@ class Preloader:
               **({"quant": spec.quant} if spec.quant else {}))
         selection = s.selection(spec)
         listing = {path: f.size for path, f in files.items()}
-        indexes = self.indexes(spec, commit, files, selection.needs_indexes(listing))
+        indexes = retrying(s.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep,
+                           on_retry=self.metrics.retry)(self.indexes, spec, commit, files,
+                                                        selection.needs_indexes(listing))
         choice = selection.choose(listing, indexes)
         self.note_skipped(spec, choice)
         if not choice.wanted:
