@@ -234,3 +234,16 @@ def test_bad_settings_are_one_line_78(cache, env, message):
                           env={"PATH": "/usr/bin:/bin", "PRELOADER_CACHE_DIR": str(cache), **env})
     assert proc.returncode == 78
     assert proc.stderr == f"preloader: error: invalid settings: {message}\n"
+
+
+def test_repair_of_an_auto_snapshot_fetches_the_damaged_file_only(hub, mirrors, cache):
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=BERT)
+    assert run_preloader(["run"], env).returncode == 0
+    weights = (snapshot(cache, BERT, mirrors.sha("model", BERT, "main")) / "model.safetensors").resolve()
+    weights.write_bytes(b"\0" * weights.stat().st_size)
+    assert run_preloader(["verify", BERT], env).returncode == 1  # the record goes with the damage
+    hub.reset()
+    proc = run_preloader(["verify", "--repair", BERT], env)
+    assert proc.returncode == 0, proc.stderr
+    assert sent(hub, BERT) == {"model.safetensors": len(mirrors.files("model", BERT, "main")["model.safetensors"])}
+    assert run_preloader(["status", BERT], env).returncode == 0
