@@ -118,6 +118,8 @@ def test_gguf_default_named_and_env_quantizations(hub, mirrors, cache):
     hub.reset()
     proc = run_preloader(["run"], env | {"PRELOADER_OFFLINE": "1"})
     assert proc.returncode == 0 and hub.count() == 0, proc.stderr
+    assert run_preloader(["status", f"{LLAMA}:Q8_0"], env).returncode == 0
+    assert run_preloader(["status", f"{LLAMA}:Q6_K"], env).returncode == 1
     # hf:// form and PRELOADER_GGUF_QUANT: only the difference.
     proc = run_preloader(["run"], env | {"RUNPOD_HUGGINGFACE_MODEL": f"hf://{LLAMA}@Q2_K"})
     assert proc.returncode == 0, proc.stderr
