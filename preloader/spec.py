@@ -52,7 +52,8 @@ class RepoSpec:
     def names_quant(self) -> bool:
         """The revision could be a GGUF quantization type: the hub says whether a branch or tag of that name
         exists (it wins), else it names the quantization at `main`."""
-        return self.quant is None and not self.is_commit and is_quant_name(self.revision)
+        return (self.quant is None and self.repo_type == "model" and not self.is_commit
+                and is_quant_name(self.revision))
 
     def as_quant(self) -> RepoSpec:
         """The reading of `user/name:Q4_K_M` with no branch or tag of that name: `main`, that quantization."""

@@ -147,6 +147,15 @@ def test_gguf_without_q4_k_m_must_be_named(hub, mirrors, cache):
     assert sent(hub, NOQ4) == {p: len(files[p]) for p in COMMON | {"model-Q8_0.gguf"}}
 
 
+def test_a_quantization_named_for_a_repo_without_gguf_files_is_66(hub, mirrors, cache):
+    proc = run_preloader(["run"], preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{BERT}:F16"))
+    assert proc.returncode == 66
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "preloader: error: model org/bert-formats: no branch or tag F16, and no GGUF files to choose the "
+        "quantization F16 from; check the revision")
+    assert sent(hub, BERT) == {}
+
+
 def test_a_branch_named_like_a_quantization_wins(hub, mirrors, cache):
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{BRANCHY}:Q8_0")
     proc = run_preloader(["run"], env)

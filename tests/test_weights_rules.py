@@ -102,6 +102,7 @@ def test_quantization_parsing_never_raises_and_only_a_quantization_names_one(tex
     if named:
         assert quant_of(f"model-{text}.gguf") == text.upper()
         assert RepoSpec("model", "org/x", text).names_quant
+        assert not RepoSpec("dataset", "org/x", text).names_quant  # datasets have no quantizations
 
 
 def test_settings_choose_the_selection_per_repo(tmp_path):
