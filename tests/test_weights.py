@@ -154,6 +154,9 @@ def test_a_quantization_named_for_a_repo_without_gguf_files_is_66(hub, mirrors, 
         "preloader: error: model org/bert-formats: no branch or tag F16, and no GGUF files to choose the "
         "quantization F16 from; check the revision")
     assert sent(hub, BERT) == {}
+    proc = run_preloader(["run"], preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{BERT}:F16",
+                                                PRELOADER_INCLUDE="config.json"))
+    assert proc.returncode == 0 and set(sent(hub, BERT)) == {"config.json"}  # the files are named: main's
 
 
 def test_a_branch_named_like_a_quantization_wins(hub, mirrors, cache):

@@ -153,7 +153,7 @@ class Preloader:
                            on_retry=self.metrics.retry)(self.indexes, spec, commit, files,
                                                         selection.needs_indexes(listing))
         choice = selection.choose(listing, indexes)
-        if spec.quant and choice.quant is None:
+        if spec.quant and selection.auto and choice.quant is None:
             raise NotFoundError(f"{spec.repo_type} {spec.repo_id}: no branch or tag {spec.quant}, and no GGUF files "
                                 f"to choose the quantization {spec.quant} from; check the revision")
         self.note_skipped(spec, choice)
