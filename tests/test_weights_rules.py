@@ -159,3 +159,20 @@ def test_an_offline_check_uses_the_recorded_shards_or_the_index_on_disk(tmp_path
         "model.safetensors.index.json": ["s-1.safetensors"]}))
     state = records.check(layout, spec, commit, selection=auto)
     assert state.missing == ("model.safetensors.index.json",) and "consolidated.safetensors" not in state.wanted
+
+
+def test_an_index_planted_as_a_link_out_of_the_cache_is_never_read(tmp_path):
+    layout = Layout.build(tmp_path / "hub")
+    spec, commit = RepoSpec("model", "org/m"), "b" * 40
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"weight_map": {"w": "s-1.safetensors"}}))
+    snapshot = layout.snapshot_dir(spec, commit)
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors.index.json").symlink_to(outside)
+    (snapshot / "s-1.safetensors").write_bytes(b"x" * 5)
+    listing = {"model.safetensors.index.json": outside.stat().st_size, "s-1.safetensors": 5,
+               "consolidated.safetensors": 100}
+    complete = {p: s for p, s in listing.items() if p != "consolidated.safetensors"}
+    records.write(layout, spec, records.Record(commit, listing, complete))
+    state = records.check(layout, spec, commit, selection=Selection(weights="auto"))
+    assert not state.complete and state.missing == ("consolidated.safetensors",)  # nothing skipped on its word

@@ -130,17 +130,20 @@ def indexes_of(layout: Layout, spec: RepoSpec, commit: str, record: Record, sele
     found = {path: frozenset(shards) for path, shards in record.indexes.items()}
     for path in selection.needs_indexes(record.listing):
         if path not in found:
-            shards = read_index(layout.snapshot_dir(spec, commit) / path, path)
+            shards = read_index(layout.snapshot_dir(spec, commit) / path, path, layout.cache_dir)
             if shards is not None:
                 found[path] = shards
     return found
 
 
-def read_index(file: Path, path: str) -> frozenset[str] | None:
-    """The repo paths of the shards an index json names, or None when it cannot be read as one."""
+def read_index(file: Path, path: str, root: Path) -> frozenset[str] | None:
+    """The repo paths of the shards an index json names, or None when it cannot be read as one or leads out of
+    `root` (a planted link: never read through)."""
     try:
+        if not file.resolve().is_relative_to(root.resolve()):
+            return None
         return index_shards(file.read_bytes(), path)
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a link loop
         return None
 
 

@@ -211,7 +211,7 @@ class Preloader:
         """The shards each index file names: from a copy on disk, else read from the hub (a few KiB each)."""
         found = {}
         for path in paths:
-            shards = records.read_index(self.layout.snapshot_dir(spec, commit) / path, path)
+            shards = records.read_index(self.layout.snapshot_dir(spec, commit) / path, path, self.layout.cache_dir)
             if shards is None:
                 self.metrics.add("preloader_origin_requests_total")
                 shards = records.index_shards(self.hub.read(spec, commit, files[path]), path)
