@@ -334,6 +334,7 @@ def test_plan_is_json_without_network_or_writes(hub, cache):
     proc = run_preloader(["plan", "--", "python", "serve.py"], env)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
+    assert plan["repos"][0].pop("weights")["known"] is False  # no record in the cache: plan asks no hub
     assert plan["repos"] == [{
         "type": "model", "repo": MODEL, "revision": "dev", "pinned": False,
         "repo_dir": str(cache / "models--org--tiny-model"),
