@@ -39,7 +39,9 @@ _GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_TERMINAL_PROMPT": "0",
 }
-_LFS_SUFFIXES = (".safetensors", ".bin")
+# As the public hub's default .gitattributes (and *.gguf) store them; the first repos hold only the first two.
+_LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".h5", ".msgpack", ".onnx", ".ot", ".pt", ".pth", ".ckpt", ".pkl",
+                 ".tflite", ".mlmodel", ".model", ".model.v3")
 GITATTRIBUTES = b"*.bin filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
 RepoKey = tuple[str, str, str]  # (repo_type, repo_id, revision)
@@ -297,4 +299,5 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     add_locked_repos(m, lfs)  # the lock file's and the pickle policy's repos
     from .room import build_room  # the node-cache tests' models (localhub/room.py)
     build_room(m, _Repo, attrs, lfs)
+    __import__("localhub.shapes").shapes.add_shapes(m, lfs)  # repos shaped like public ones (weights=auto)
     return m

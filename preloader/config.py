@@ -40,7 +40,7 @@ from .options import (
     Option,
     TransferKind,
 )
-from .spec import RepoSpec, dedupe, parse_given, parse_list, repo_path_problem
+from .spec import RepoSpec, dedupe, is_quant_name, parse_given, parse_list, repo_path_problem
 from .tokens import TokenFileError, read_token_file, secrets_in, token_problem
 from .units import parse_duration, parse_size
 from .warm.mode import Dtype, WarmMode
@@ -83,6 +83,10 @@ def convert(option: Option, text: str):
         return text.lower()
     if option.kind == "address":
         return parse_addr(text)
+    if option.kind == "quant":
+        if not is_quant_name(text):
+            raise ValueError(text)
+        return text.upper()
     if option.kind == "list":
         return tuple(item.strip() for item in text.split(",") if item.strip())
     return text
@@ -111,6 +115,8 @@ class Settings:
     endpoint: str = DEFAULT_ENDPOINT
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    weights: Literal["auto", "all"] = DEFAULTS["weights"]
+    gguf_quant: str | None = None
     timeout: float | None = None
     lock: Literal["auto", "flock", "lease"] = DEFAULTS["lock"]
     lease_stale: float = DEFAULTS["lease_stale"]
@@ -154,8 +160,14 @@ class Settings:
         return self.models + self.datasets
 
     def selection(self, spec: RepoSpec) -> Selection:
-        """The files of `spec`'s listing this plan wants."""
-        return Selection(self.include, self.exclude)
+        """The files of `spec`'s listing this plan wants: PRELOADER_INCLUDE when given, else the weights rule
+        (datasets: every file), less PRELOADER_EXCLUDE; the spec's quantization over PRELOADER_GGUF_QUANT."""
+        weights = self.weights if spec.repo_type == "model" else "all"
+        # `user/name:Q4_K_M` names a quantization unless a branch or tag of that name was fetched here (it wins).
+        named = spec.quant or (spec.revision.upper() if spec.names_quant
+                               and not self.layout.ref_file(spec).exists() else None)
+        quant = (named or self.gguf_quant) if weights == "auto" and not self.include else None
+        return Selection(self.include, self.exclude, weights, quant, f"{spec.repo_type} {spec.repo_id}")
 
     @property
     def cache_dir(self) -> Path:
@@ -337,6 +349,7 @@ class _Loader:
             read_caches=tuple(absolute(p) for p in (self.value("read_caches") or "").split(":") if p.strip()),
             endpoint=self.endpoint(),
             include=self.value("include") or (),
+            gguf_quant=self.gguf_quant(),
             exclude=self.value("exclude") or (),
             timeout=self.value("timeout") or None,
             max_cache_size=self.value("max_cache_size") or None,
@@ -400,6 +413,16 @@ class _Loader:
             self.problems.append(f"{source}={shown(text)}: {error}")
             return None
 
+    def gguf_quant(self) -> str | None:
+        text, source = self.raw("gguf_quant")
+        if text is None or not text.strip():
+            return None
+        try:
+            return convert(OPTIONS_BY_NAME["gguf_quant"], text)
+        except ValueError:
+            self.problems.append(f"{source}={shown(text)}: {expected(OPTIONS_BY_NAME['gguf_quant'])}")
+            return None
+
     def endpoint(self) -> str:
         text, source = self.raw("endpoint")
         endpoint = (text or DEFAULT_ENDPOINT).strip().rstrip("/")
@@ -435,7 +458,7 @@ def endpoint_problem(url: str) -> str | None:
 
 
 # Settings whose parsed value goes into Settings as it is.
-_PLAIN = ("lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer", "connections",
-          "parallel_threshold", "min_free", "warm", "warm_lock", "refresh", "prepare_datasets", "require_repos",
-          "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr", "metrics_file",
-          "pickle")
+_PLAIN = ("weights", "lock", "lease_stale", "lock_timeout", "retries", "read_timeout", "workers", "transfer",
+          "connections", "parallel_threshold", "min_free", "warm", "warm_lock", "refresh", "prepare_datasets",
+          "require_repos", "service_offline", "export_token", "log_format", "log_level", "debug", "metrics_addr",
+          "metrics_file", "pickle")

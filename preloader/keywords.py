@@ -36,6 +36,7 @@ def expected(option: Option) -> str:
         "list": "expected a string of comma-separated items or a list of strings",
         "str": "expected a string",
         "address": "expected [HOST]:PORT, e.g. :9400 or 127.0.0.1:9400",
+        "quant": "expected a GGUF quantization type like Q4_K_M, Q8_0, IQ2_XS or BF16",
     }.get(option.kind, "expected one of " + ", ".join(option.choices))
 
 

@@ -69,8 +69,14 @@ class LockFile:
         return f"LockFile({self.path!r}, {len(self.repos)} repos)"
 
     def find(self, spec: RepoSpec) -> LockedRepo | None:
-        key = (spec.repo_type, spec.repo_id, spec.revision)
-        return next((repo for repo in self.repos if repo.key == key), None)
+        """The entry of the revision as the plan wrote it: `user/name:Q4_K_M` read as a quantization at `main`
+        is still the entry `preloader lock` wrote for `Q4_K_M`."""
+        for revision in ([spec.quant] if spec.quant else []) + [spec.revision]:
+            key = (spec.repo_type, spec.repo_id, revision)
+            found = next((repo for repo in self.repos if repo.key == key), None)
+            if found is not None:
+                return found
+        return None
 
     def entry(self, spec: RepoSpec) -> LockedRepo:
         """The entry for `spec`; LockRefusedError (79) when the lock does not hold it."""

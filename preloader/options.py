@@ -29,7 +29,7 @@ class Option:
     flag: str
     help: str
     default: str = ""
-    kind: str = "str"  # str | list | bool | duration | count | size | choice | warm | address
+    kind: str = "str"  # str | list | bool | duration | count | size | choice | warm | address | quant
     fallbacks: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
     # The valid range of a duration (seconds), size (bytes) or count; the help text says it in `range_text`'s words.
@@ -93,8 +93,15 @@ OPTIONS: tuple[Option, ...] = (
            fallbacks=("HF_DATASETS_CACHE",)),
     Option("endpoint", "HF_ENDPOINT", "--endpoint",
            "Hub or mirror URL.", default=DEFAULT_ENDPOINT),
+    Option("weights", "PRELOADER_WEIGHTS", "--weights",
+           "Which weight files of a model to fetch: auto (what the service loads: safetensors over pickle, the "
+           "shards an index names, PyTorch over other frameworks, one GGUF quantization) or all.",
+           default="auto", kind="choice", choices=("auto", "all")),
+    Option("gguf_quant", "PRELOADER_GGUF_QUANT", "--gguf-quant",
+           "The GGUF quantization (Q4_K_M, Q8_0, IQ2_XS, ...; any case) to fetch from every GGUF repo of the plan; "
+           "a quantization named in a spec (user/name:Q8_0) wins.", kind="quant"),
     Option("include", "PRELOADER_INCLUDE", "--include",
-           "Only files matching these comma-separated globs.", kind="list"),
+           "Only files matching these comma-separated globs (in place of --weights auto).", kind="list"),
     Option("exclude", "PRELOADER_EXCLUDE", "--exclude",
            "Skip files matching these comma-separated globs.", kind="list"),
     Option("timeout", "PRELOADER_TIMEOUT", "--timeout",

@@ -27,6 +27,10 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _ANY_CASE_COMMIT = re.compile(r"[0-9a-fA-F]{40}")
 # What `git check-ref-format` refuses inside a ref name.
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+# GGUF quantization types as llama.cpp and the uploaders that follow it name them (Q4_K_M, IQ2_XS, UD-Q4_K_XL).
+QUANT = (r"(?:UD-)?(?:I?Q[1-8]_(?:[0-9](?:_[0-9]_[0-9])?|K(?:_[A-Z]{1,2})?|[A-Z]{1,3})|TQ[12]_0"
+         r"|B?F16|F32|MXFP4(?:_MOE)?)")
+_QUANT_NAME = re.compile(QUANT, re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,33 @@ class RepoSpec:
     repo_type: str
     repo_id: str
     revision: str = DEFAULT_REVISION
+    # A GGUF quantization named in place of a revision (`user/name:Q4_K_M`); "" once the hub said the revision
+    # is a branch or tag of that name.
+    quant: str | None = None
 
     @property
     def is_commit(self) -> bool:
         return is_commit(self.revision)
 
+    @property
+    def names_quant(self) -> bool:
+        """The revision could be a GGUF quantization type: the hub says whether a branch or tag of that name
+        exists (it wins), else it names the quantization at `main`."""
+        return (self.quant is None and self.repo_type == "model" and not self.is_commit
+                and is_quant_name(self.revision))
+
+    def as_quant(self) -> RepoSpec:
+        """The reading of `user/name:Q4_K_M` with no branch or tag of that name: `main`, that quantization."""
+        return RepoSpec(self.repo_type, self.repo_id, DEFAULT_REVISION, self.revision)
+
     def __str__(self) -> str:
-        return f"{self.repo_type}:{self.repo_id}@{self.revision}"
+        quant = f" ({self.quant})" if self.quant else ""
+        return f"{self.repo_type}:{self.repo_id}@{self.revision}{quant}"
+
+
+def is_quant_name(name: str) -> bool:
+    """True when `name` reads as a GGUF quantization type (case-insensitive): Q4_K_M, Q8_0, IQ2_XS, BF16, ..."""
+    return _QUANT_NAME.fullmatch(name) is not None
 
 
 def is_commit(revision: str) -> bool:

@@ -254,7 +254,7 @@ def test_sigterm_while_preloading_exits_143_and_cleans_up(hub, cache):
 
 def test_eight_processes_download_each_file_once(hub, mirrors, cache):
     env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=f"{MODEL},org/second-model",
-                        RUNPOD_HUGGINGFACE_DATASET=DATA)
+                        RUNPOD_HUGGINGFACE_DATASET=DATA, PRELOADER_WEIGHTS="all")  # every file of the mirrors
     procs = [subprocess.Popen([sys.executable, "-m", "preloader", "run"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
     results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=180)]]
@@ -334,6 +334,7 @@ def test_plan_is_json_without_network_or_writes(hub, cache):
     proc = run_preloader(["plan", "--", "python", "serve.py"], env)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
+    assert plan["repos"][0].pop("weights")["known"] is False  # no record in the cache: plan asks no hub
     assert plan["repos"] == [{
         "type": "model", "repo": MODEL, "revision": "dev", "pinned": False,
         "repo_dir": str(cache / "models--org--tiny-model"),

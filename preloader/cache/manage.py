@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFoundError, PartialRemovalError, TransientError, UnsafePathError
+from ..errors import NotFoundError, PartialRemovalError, PreloaderError, TransientError, UnsafePathError
 from ..spec import RepoSpec
 from . import atomic, evict, hashing, publication, records, store
 from .dedup import DedupReport, duplicates, replace_with_link
@@ -109,16 +109,25 @@ def verify(cache: Layout | str | Path, specs: Iterable[RepoSpec] | None = None, 
             atomic.remove(lay.record_file(spec, commit), lay.roots)
         if repair and (check.broken or old is None):
             with (locking or RepoLocks.auto(lay)).hold(spec, timeout=lock_timeout):
-                _repair(lay, spec, commit, check, hub)
+                _repair(lay, spec, commit, check, hub, old)
         results.append(check)
     return results
 
 
-def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub) -> None:
+def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub,
+            old: records.Record | None = None) -> None:
     _, files = hub.resolve(spec)
     listing = {path: f.size for path, f in files.items()}
     snapshot = lay.snapshot_dir(spec, commit)
-    wanted = dict(listing)
+    # What the record completed, else what a default run wants (weights=auto) and every file in the folder:
+    # repairing a snapshot never fetches the weights its run left on the hub.
+    auto = Selection(weights="auto")
+    try:
+        kept = set(old.complete) if old is not None else set(auto.apply(
+            listing, records.indexes_of(lay, spec, commit, records.Record(commit, listing), auto)))
+    except PreloaderError:  # a GGUF repo whose quantization a run names: the folder says which
+        kept = set()
+    wanted = {p: size for p, size in listing.items() if p in kept or os.path.lexists(snapshot / p)}
     check.missing = sorted(set(check.missing) | set(records.missing_on_disk(snapshot, wanted)) - set(check.corrupt)
                            - set(check.truncated))
     bad = check.broken
@@ -131,7 +140,8 @@ def _repair(lay: Layout, spec: RepoSpec, commit: str, check: SnapshotCheck, hub)
     if after.corrupt or after.truncated or still:
         raise TransientError(f"{spec}: repair did not fix {', '.join(after.corrupt + after.truncated + still)}")
     check.repaired = bad
-    publication.publish(lay, spec, commit, record=records.Record(commit, listing, dict(wanted)),
+    publication.publish(lay, spec, commit, record=records.Record(commit, listing, dict(wanted), indexes=dict(
+                            old.indexes) if old else {}, selections=list(old.selections) if old else []),
                         tree={path: f.tree_entry() for path, f in files.items()})
 
 

@@ -32,6 +32,15 @@ class Record:
     # A signature check that passed (preloading/signatures.py): {"signature": sha256 of the signature file,
     # "signer": the key, certificates or identity trusted, "files": {path: sha256}, "verified_at": time}.
     verification: dict | None = None
+    # The weight_map shards each `*.safetensors.index.json` names (what `weights=auto` keeps), and the
+    # selections (`Selection.label()`) this record was completed for.
+    indexes: dict[str, list[str]] = field(default_factory=dict)
+    selections: list[dict] = field(default_factory=list)
+
+    def completes(self, label: dict) -> None:
+        """Note that `label`'s selection is complete here (once)."""
+        if label not in self.selections:
+            self.selections.append(label)
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,8 @@ def local_commit(layout: Layout, spec: RepoSpec) -> str | None:
     try:
         commit = layout.ref_file(spec).read_text(encoding="utf-8").strip()
     except OSError:
-        return None
+        # `user/name:Q4_K_M` with no branch or tag of that name fetched here means `main`, that quantization.
+        return local_commit(layout, spec.as_quant()) if spec.names_quant else None
     return commit if is_commit(commit) else None
 
 
@@ -109,10 +119,48 @@ def check(layout: Layout, spec: RepoSpec, commit: str | None | object = _LOCAL, 
     if record is None:
         return Completeness(spec, commit, None, {}, (), present=bool(commit) and
                             layout.snapshot_dir(spec, commit).is_dir())
-    wanted = dict(record.complete) if as_recorded else selection.apply(record.listing)
+    wanted = (dict(record.complete) if as_recorded
+              else selection.apply(record.listing, indexes_of(layout, spec, commit, record, selection)))
     unrecorded = {p for p, size in wanted.items() if record.complete.get(p) != size}
     missing = unrecorded | set(missing_on_disk(layout.snapshot_dir(spec, commit), wanted))
     return Completeness(spec, commit, record, wanted, tuple(sorted(missing)), present=True)
+
+
+def indexes_of(layout: Layout, spec: RepoSpec, commit: str, record: Record, selection: Selection
+               ) -> dict[str, frozenset[str]]:
+    """The shards each index of the listing names: from the record, else from the index file on disk (a record
+    written before it kept them, or huggingface_hub's tree listing)."""
+    found = {path: frozenset(shards) for path, shards in record.indexes.items()}
+    for path in selection.needs_indexes(record.listing):
+        if path not in found:
+            shards = read_index(layout.snapshot_dir(spec, commit) / path, path, layout.cache_dir)
+            if shards is not None:
+                found[path] = shards
+    return found
+
+
+def read_index(file: Path, path: str, root: Path) -> frozenset[str] | None:
+    """The repo paths of the shards an index json names, or None when it cannot be read as one or leads out of
+    `root` (a planted link: never read through)."""
+    try:
+        if not file.resolve().is_relative_to(root.resolve()):
+            return None
+        return index_shards(file.read_bytes(), path)
+    except (OSError, RuntimeError):  # RuntimeError: a link loop
+        return None
+
+
+def index_shards(data: bytes, path: str) -> frozenset[str] | None:
+    """The repo paths (beside the index) of the shards its `weight_map` names, or None for a malformed one."""
+    try:
+        weight_map = json.loads(data)["weight_map"]
+        names = set(weight_map.values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not names or not all(isinstance(n, str) for n in names):
+        return None
+    folder = os.path.dirname(path)
+    return frozenset(f"{folder}/{n}" if folder else n for n in names)
 
 
 def from_tree(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
@@ -145,7 +193,9 @@ def read(layout: Layout, spec: RepoSpec, commit: str) -> Record | None:
             return None
         verification = data.get("verification")
         return Record(commit, dict(data["listing"]), dict(data["complete"]), float(data["completed_at"]),
-                      verification=verification if isinstance(verification, dict) else None)
+                      verification=verification if isinstance(verification, dict) else None,
+                      indexes={str(k): list(v) for k, v in dict(data.get("indexes") or {}).items()},
+                      selections=list(data.get("selections") or []))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -163,6 +213,8 @@ def write(layout: Layout, spec: RepoSpec, record: Record, *, stamp: bool = True)
         "completed_at": record.completed_at,
         "listing": record.listing,
         "complete": record.complete,
+        "indexes": record.indexes,
+        "selections": record.selections,
     }
     if record.verification is not None:
         data["verification"] = record.verification

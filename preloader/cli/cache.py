@@ -35,7 +35,8 @@ from .base import (
 logger = logging.getLogger("preloader.cli")
 
 LOCK_SETTINGS = ("lock", "lease_stale")
-REPO_SETTINGS = ("include", "exclude")  # the repos come from the env vars: --dataset means "the SPECs are datasets"
+# The repos come from the env vars: --dataset means "the SPECs are datasets".
+REPO_SETTINGS = ("weights", "gguf_quant", "include", "exclude")
 
 
 def locking(settings) -> RepoLocks:

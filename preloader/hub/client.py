@@ -140,6 +140,19 @@ class Hub:
                 files[file.path] = file
         return files
 
+    def read(self, spec: RepoSpec, commit: str, file: RemoteFile, limit: int = 64 << 20) -> bytes:
+        """A small file of `commit` into memory (an index json, to know its shards before the download)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            if file.size > limit:
+                raise HubDataError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: {file.path} is "
+                                   f"{file.size:,} bytes, too big to read as an index")
+            with self._pool.get(resolve_url(self.endpoint, spec, commit, file.path), headers,
+                                origin=self.endpoint) as response:
+                return response.read()  # no bigger than the listing said: checked above
+        except Exception as error:  # noqa: BLE001 - translate() re-raises what it does not know
+            raise translate(error, spec, bool(self.token), file.path) from error
+
     def uses_hub_download(self, file: RemoteFile) -> bool:
         """huggingface_hub (and hf_xet) for Xet files in auto mode, or everything in hub mode; ours otherwise."""
         return self.transfer == "hub" or (self.transfer == "auto" and file.xet and xet_available())

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..cache import atomic, locks, publication, records
 from ..cache.layout import PARTIAL_SUFFIX, Layout
@@ -23,7 +23,6 @@ from ..metrics import Metrics
 from ..spec import RepoSpec
 from .deadline import Deadline
 from .heal import remove_damaged
-from .locking import pinned
 from .policy import before_download
 from .results import PreloadResult
 from .tiers import Tiers
@@ -40,6 +39,7 @@ class Pending:
     files: dict  # path -> hub.listing.RemoteFile, the commit's whole listing
     wanted: dict[str, int]
     clock: Clock
+    indexes: dict = field(default_factory=dict)  # index path -> the shards its weight_map names
 
     def missing(self, layout: Layout) -> list:
         return [self.files[p] for p in records.missing_on_disk(layout.snapshot_dir(self.spec, self.commit),
@@ -61,6 +61,7 @@ class Preloader:
         self.locks = locks.RepoLocks.auto(self.layout, settings.lock, settings.lease_stale)
         self.tiers = Tiers(settings)
         self._hub = None
+        self.skipped: dict[RepoSpec, dict[str, int]] = {}  # what `weights=auto` left on the hub, per repo
 
     @property
     def hub(self):
@@ -84,6 +85,7 @@ class Preloader:
             with Progress(total, tty=self.progress) as progress:
                 done = {id(p): self.download(p, progress) for p in pending}
             outcomes = [done[id(o)] if isinstance(o, Pending) else o for o in outcomes]
+        self.log_selection()
         self.link_latest(outcomes)
         self.metrics.succeeded()
         event(logger, "done", repos=len(outcomes), bytes_fetched=sum(r.bytes_fetched for r in outcomes),
@@ -114,8 +116,11 @@ class Preloader:
         s = self.settings
         self.metrics.state(spec, "resolving")
         locked = s.lockfile.commit(spec) if s.lockfile else None  # the lock file's commit is the resolved one
+        if spec.names_quant and not self.layout.ref_file(spec).exists():
+            spec = spec.as_quant()  # no branch or tag of that name here: the hub may still say there is one
         cached = self.state(spec, locked)
         if cached.complete and (spec.is_commit or s.offline or locked):
+            self.note_skipped(cached.spec, self.cached_choice(cached))
             return self.publish(cached, clock, fetched=0, source="cache")
         tiered = None if cached.complete or not (spec.is_commit or s.offline or locked) \
             else self.from_tier(spec, clock, locked)
@@ -131,8 +136,8 @@ class Preloader:
         # it: a cold start should not spend minutes retrying a hub it does not need.
         attempts = 1 if cached.complete or self.tiers.find(spec) is not None else s.retries
         try:
-            commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
-                                     sleep=self.sleep, on_retry=self.metrics.retry)(self.resolve, spec)
+            spec, commit, files = retrying(attempts, what=str(spec), seconds_left=self.deadline.left,
+                                           sleep=self.sleep, on_retry=self.metrics.retry)(self.resolve, spec, locked)
         except HubUnreachable as error:
             tiered = None if cached.complete else self.from_tier(spec, clock, source="tier-fallback")
             if tiered is not None:
@@ -144,20 +149,91 @@ class Preloader:
             event(logger, "hub.unreachable", logging.WARNING, repo=spec.repo_id, rev=spec.revision,
                   using=cached.commit, error=error)
             return self.publish(cached, clock, fetched=0, source="cache-fallback")
-        event(logger, "resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit)
-        selection = s.selection(spec)
-        wanted = selection.apply({path: f.size for path, f in files.items()})
-        if not wanted:
-            raise NotFoundError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
-                                f"{selection.describe()}")
+        event(logger, "resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit,
+              **({"quant": spec.quant} if spec.quant else {}))
+        choice, indexes = self.choose(spec, commit, files)
+        self.note_skipped(spec, choice)
         online = self.state(spec, commit)
         if online.complete:
             return self.publish(online, clock, fetched=0, source="hub")
-        return self.from_tier(spec, clock, commit) or Pending(spec, commit, files, wanted, clock)
+        return self.from_tier(spec, clock, commit) or Pending(spec, commit, files, choice.wanted, clock,
+                                                              {p: sorted(v) for p, v in indexes.items()})
 
-    def resolve(self, spec: RepoSpec):
+    def choose(self, spec: RepoSpec, commit: str, files: dict):
+        """(the plan's selection of a resolved commit's files, the shards each index names); NotFoundError (66)
+        when it selects nothing or names a quantization the repo does not have."""
+        from .retry import retrying
+
+        s = self.settings
+        selection = s.selection(spec)
+        listing = {path: f.size for path, f in files.items()}
+        indexes = retrying(s.retries, what=str(spec), seconds_left=self.deadline.left, sleep=self.sleep,
+                           on_retry=self.metrics.retry)(self.indexes, spec, commit, files,
+                                                        selection.needs_indexes(listing))
+        choice = selection.choose(listing, indexes)
+        if spec.quant and selection.auto and choice.quant is None:
+            raise NotFoundError(f"{spec.repo_type} {spec.repo_id}: no branch or tag {spec.quant}, and no GGUF files "
+                                f"to choose the quantization {spec.quant} from; check the revision")
+        if not choice.wanted:
+            raise NotFoundError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
+                                f"{selection.describe()}")
+        return choice, indexes
+
+    def cached_choice(self, state: Completeness):
+        """What the selection makes of a complete snapshot's recorded listing (no network)."""
+        selection = self.settings.selection(state.spec)
+        return selection.choose(state.record.listing,
+                                records.indexes_of(self.layout, state.spec, state.commit, state.record, selection))
+
+    def note_skipped(self, spec: RepoSpec, choice) -> None:
+        """One line per repo naming what `weights=auto` left on the hub and the bytes saved."""
+        if not choice.skipped:
+            return
+        self.skipped[spec] = choice.skipped
+        names = sorted(choice.skipped)
+        event(logger, "weights.skipped", repo=spec.repo_id, rev=spec.revision, files=len(names),
+              bytes=sum(choice.skipped.values()), quant=choice.quant or "-",
+              paths=",".join(names[:8]) + (f",+{len(names) - 8} more" if len(names) > 8 else ""))
+
+    def log_selection(self) -> None:
+        """Once per run: a default run fetches only what the service loads; say so, and how to get the rest."""
+        if not self.skipped:
+            return
+        names = sorted({path.rsplit("/", 1)[-1] for skipped in self.skipped.values() for path in skipped})
+        logger.info("weights=auto skipped %d file(s), %s bytes, the service does not load (%s%s) in %d repo(s); "
+                    "PRELOADER_WEIGHTS=all fetches every file", sum(map(len, self.skipped.values())),
+                    f"{sum(sum(v.values()) for v in self.skipped.values()):,}", ", ".join(names[:6]),
+                    f" and {len(names) - 6} more" if len(names) > 6 else "", len(self.skipped))
+
+    def resolve(self, spec: RepoSpec, locked: str | None = None) -> tuple[RepoSpec, str, dict]:
+        """(what the request means on the hub, its commit, the commit's files). `user/name:Q4_K_M` is the branch
+        or tag of that name where there is one, else `main` with that GGUF quantization. `locked`: the lock
+        file's commit for the request, looked up instead of what the revision is now."""
         self.metrics.add("preloader_origin_requests_total")
-        return self.hub.resolve(pinned(self.settings, spec))  # a locked repo: its commit, not what the branch is now
+        if locked:
+            return (spec, *self.hub.resolve(RepoSpec(spec.repo_type, spec.repo_id, locked, spec.quant)))
+        literal = RepoSpec(spec.repo_type, spec.repo_id, spec.quant) if spec.quant else spec
+        if not literal.names_quant:
+            return (spec, *self.hub.resolve(spec))
+        try:
+            return (RepoSpec(literal.repo_type, literal.repo_id, literal.revision, ""), *self.hub.resolve(literal))
+        except NotFoundError as error:
+            try:
+                return (literal.as_quant(), *self.hub.resolve(literal.as_quant()))
+            except NotFoundError:
+                raise error from None
+
+    def indexes(self, spec: RepoSpec, commit: str, files: dict, paths: tuple[str, ...]) -> dict:
+        """The shards each index file names: from a copy on disk, else read from the hub (a few KiB each)."""
+        found = {}
+        for path in paths:
+            shards = records.read_index(self.layout.snapshot_dir(spec, commit) / path, path, self.layout.cache_dir)
+            if shards is None:
+                self.metrics.add("preloader_origin_requests_total")
+                shards = records.index_shards(self.hub.read(spec, commit, files[path]), path)
+            if shards is not None:
+                found[path] = shards
+        return found
 
     def from_tier(self, spec: RepoSpec, clock: Clock, commit: str | None = None,
                   source: str = "tier") -> PreloadResult | None:
@@ -278,6 +354,8 @@ class Preloader:
         record = records.read(self.layout, spec, commit) or Record(commit, {})
         record.listing = {path: f.size for path, f in p.files.items()}
         record.complete.update(p.wanted)
+        record.indexes.update(p.indexes)
+        record.completes(self.settings.selection(spec).label())
         publication.publish(self.layout, spec, commit, record=record,
                             tree={path: f.tree_entry() for path, f in p.files.items()})
         records.clear_started(self.layout, spec, commit)

@@ -35,10 +35,21 @@ def manifest(settings: Settings, results: Sequence[PreloadResult]) -> dict:
                 "path": str(r.path),
                 "alias": str(r.alias) if r.alias else None,
                 "files": r.files,
+                "weights": chosen(settings, r),
             }
             for r in results
         ],
     }
+
+
+def chosen(settings: Settings, result: PreloadResult) -> dict:
+    """The selection a repo was preloaded with and the files it chose (docs/weights.md)."""
+    from ..cache.selection import quant_of
+
+    label = settings.selection(result.spec).label()
+    ggufs = sorted({quant_of(p) for p in result.chosen
+                    if p.lower().endswith(".gguf") and not p.rsplit("/", 1)[-1].lower().startswith("mmproj")})
+    return {**label, "quant": ", ".join(ggufs) or label["quant"], "chosen": list(result.chosen)}
 
 
 def manifest_path(settings: Settings) -> Path:

@@ -18,20 +18,12 @@ from pathlib import Path
 
 from ..cache import atomic, hashing
 from ..config import Settings
-from ..errors import ConfigError, LockRefusedError, NotFoundError, listed, os_error
+from ..errors import ConfigError, LockRefusedError, listed, os_error
 from ..lockfile import LockedFile, LockedRepo, LockFile, changes, dumps, read
 from ..logs import event
 from ..spec import RepoSpec
-from .deadline import Deadline
 
 logger = logging.getLogger(__name__)
-
-
-def pinned(settings: Settings, spec: RepoSpec) -> RepoSpec:
-    """`spec` at its locked commit, for the hub lookup of a locked repo; `spec` itself without a lock file."""
-    if settings.lockfile is None:
-        return spec
-    return RepoSpec(spec.repo_type, spec.repo_id, settings.lockfile.commit(spec))
 
 
 def make(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> LockFile:
@@ -41,21 +33,16 @@ def make(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> 
                           f"({settings.offline_source}): turn it off to make a lock file")
     if not settings.repos:
         raise ConfigError("nothing to lock: give SPECs, or set RUNPOD_HUGGINGFACE_MODEL / RUNPOD_HUGGINGFACE_DATASET")
-    from ..hub.client import Hub
+    from .engine import Preloader  # the run's own resolution and selection: a lock holds what a run fetches
     from .retry import retrying
 
-    hub = Hub.from_settings(settings)
-    deadline = Deadline(settings.timeout)
+    engine = Preloader(settings, sleep=sleep)
     repos = []
     for spec in settings.repos:
-        commit, files = retrying(settings.retries, what=str(spec), seconds_left=deadline.left, sleep=sleep)(
-            hub.resolve, spec)
-        selection = settings.selection(spec)
-        wanted = selection.apply({path: f.size for path, f in files.items()})
-        if not wanted:
-            raise NotFoundError(f"{spec.repo_type} {spec.repo_id}@{spec.revision}: no file matches "
-                                f"{selection.describe()}")
-        locked = tuple(LockedFile(path, files[path].size, files[path].etag) for path in sorted(wanted))
+        meant, commit, files = retrying(settings.retries, what=str(spec), seconds_left=engine.deadline.left,
+                                        sleep=sleep)(engine.resolve, spec)
+        choice, _ = engine.choose(meant, commit, files)
+        locked = tuple(LockedFile(path, files[path].size, files[path].etag) for path in sorted(choice.wanted))
         repos.append(LockedRepo(spec.repo_type, spec.repo_id, spec.revision, commit, locked))
         event(logger, "lock.resolve", repo=spec.repo_id, type=spec.repo_type, rev=spec.revision, commit=commit,
               files=len(locked))

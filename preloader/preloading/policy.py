@@ -5,13 +5,11 @@ With neither set, each check returns at once and reads nothing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..cache.layout import Layout
 from ..config import Settings
-from ..spec import RepoSpec
 from .results import PreloadResult
 
 
@@ -29,7 +27,7 @@ def before_download(settings: Settings, layout: Layout, outcomes: Iterable) -> N
     for outcome in outcomes:
         if isinstance(outcome, PreloadResult):
             if settings.pickle == "refuse":
-                pickles.refuse(_spec(outcome), pickles.found(selected(settings, outcome)), "nothing was downloaded")
+                pickles.refuse(outcome.spec, pickles.found(selected(settings, outcome)), "nothing was downloaded")
             continue
         spec, files = outcome.spec, outcome.files
         if settings.lockfile is not None:
@@ -48,7 +46,7 @@ def before_hand_off(settings: Settings, results: Iterable[PreloadResult]) -> Non
 
     for result in results:
         files = selected(settings, result)
-        spec = _spec(result)
+        spec = result.spec
         if settings.lockfile is not None:
             locking.check_snapshot(settings.lockfile, spec, result.commit, result.path, files)
         if settings.pickle == "refuse":
@@ -56,18 +54,9 @@ def before_hand_off(settings: Settings, results: Iterable[PreloadResult]) -> Non
 
 
 def selected(settings: Settings, result: PreloadResult) -> dict[str, Path]:
-    """The plan's files of a complete snapshot: path in the repo -> the blob it links to (or the file itself)."""
+    """The plan's files of a complete snapshot (what the engine chose): path in the repo -> the blob it links
+    to, or the file itself (a dangling link too: still a file of the snapshot, and not the locked one)."""
     from ..cache.inventory import snapshot_blobs
 
     found = snapshot_blobs(result.path)
-    sizes = {}
-    for path, target in found.items():
-        try:
-            sizes[path] = os.stat(target).st_size
-        except OSError:
-            sizes[path] = -1  # a dangling link: still a file of the snapshot, and not the locked one
-    return {path: found[path] for path in settings.selection(_spec(result)).apply(sizes)}
-
-
-def _spec(result: PreloadResult) -> RepoSpec:
-    return RepoSpec(result.repo_type, result.repo_id, result.revision)
+    return {path: found.get(path, result.path / path) for path in result.chosen}

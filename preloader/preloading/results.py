@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..cache.layout import Layout
 from ..cache.records import Completeness
+from ..spec import RepoSpec
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class PreloadResult:
     bytes_reused: int
     seconds: float
     source: str  # "hub" (fetched or checked online), "cache" (no network), "cache-fallback" (hub failed)
+    chosen: tuple[str, ...] = ()  # the files of the snapshot the plan's selection wants
+    quant: str | None = None  # the GGUF quantization named in place of a revision, if any
 
     @classmethod
     def of(cls, layout: Layout, state: Completeness, *, fetched: int = 0, seconds: float = 0.0,
@@ -35,8 +38,13 @@ class PreloadResult:
             repo_type=spec.repo_type, repo_id=spec.repo_id, revision=spec.revision, commit=state.commit,
             path=layout.snapshot_dir(spec, state.commit), alias=alias if alias is not None and alias.exists() else None,
             files=len(state.wanted), bytes_fetched=fetched, bytes_reused=state.size - fetched, seconds=seconds,
-            source=source,
+            source=source, chosen=tuple(sorted(state.wanted)), quant=spec.quant or None,
         )
+
+    @property
+    def spec(self) -> RepoSpec:
+        """The request as the plan reads it (a named quantization included)."""
+        return RepoSpec(self.repo_type, self.repo_id, self.revision, self.quant)
 
     @property
     def hub_cache(self) -> Path:

@@ -265,7 +265,7 @@ def check_results(settings: Settings, results: Iterable[PreloadResult]) -> None:
     for result in results:
         if result.repo_type != "model":
             continue  # datasets carry no model signature
-        spec = RepoSpec(result.repo_type, result.repo_id, result.revision)
+        spec = result.spec
         ours = result.hub_cache == settings.cache_dir
         layout = settings.layout if ours else Layout.build(result.hub_cache)  # a read-only tier: not written
         state = records.check(layout, spec, result.commit, selection=settings.selection(spec), contained=ours)
