@@ -99,7 +99,7 @@ def exit_codes() -> list[tuple[str, str]]:
             found[cls.exit_code] = cls.summary
     rows = [("0", "success"), ("1", "a check found a problem: status not ready, verify found damage, doctor failed"),
             ("2", "bad command-line usage")]
-    order = (78, 66, 77, 75, 74, 73, 76, 69, 70, 126)  # settings first, then the hub, the disk, bugs, the service
+    order = (78, 66, 77, 75, 74, 73, 76, 65, 79, 69, 70, 126)  # settings, the hub, the disk, refusals, bugs, service
     rows += [("126/127" if code == ServiceError.exit_code else str(code), found[code])
              for code in sorted(found, key=lambda code: order.index(code) if code in order else len(order))]
     return rows + [("128+N", "killed by signal N before the hand-off (143 for SIGTERM)")]

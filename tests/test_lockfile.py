@@ -200,7 +200,9 @@ def test_a_repo_missing_from_the_lock_refuses_before_any_download(hub, cache, tm
 def test_a_selection_the_lock_does_not_hold_refuses(hub, cache, tmp_path):
     path = tmp_path / "preloader.lock"
     lock(hub, cache, path, SECOND, PRELOADER_EXCLUDE="*.bin")
-    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=SECOND, PRELOADER_LOCKFILE=str(path))
+    # Every file: the default selection would leave pytorch_model.bin out anyway (the repo has safetensors).
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL=SECOND, PRELOADER_LOCKFILE=str(path),
+                        PRELOADER_WEIGHTS="all")
     proc = run_preloader(["run"], env)
     assert proc.returncode == 79
     assert "pytorch_model.bin is selected by the plan but not locked" in one_error_line(proc)
