@@ -356,3 +356,22 @@ def test_a_locked_start_on_a_read_only_volume_starts_and_still_checks(hub, mirro
         assert hub.count() == 0
     finally:
         subprocess.run(["umount", str(volume)], check=True)
+
+
+def test_a_lock_holds_what_the_default_selection_and_a_named_quantization_fetch(hub, cache, tmp_path):
+    """`preloader lock` resolves and selects as a run does: the shards an index names, one quantization."""
+    path = tmp_path / "preloader.lock"
+    data, _ = lock(hub, cache, path, "org/sharded-consolidated", "org/llama-gguf:Q8_0")
+    files = {repo["repo"]: set(repo["files"]) for repo in data["repos"]}
+    assert "consolidated.safetensors" not in files["org/sharded-consolidated"]
+    assert {f"model-0000{n}-of-00003.safetensors" for n in (1, 2, 3)} <= files["org/sharded-consolidated"]
+    ggufs = {name for name in files["org/llama-gguf"] if name.endswith(".gguf")}
+    assert ggufs == {"Llama-3.2-1B-Instruct-Q8_0.gguf"}
+    env = preloader_env(hub, cache, RUNPOD_HUGGINGFACE_MODEL="org/sharded-consolidated,org/llama-gguf:Q8_0",
+                        PRELOADER_LOCKFILE=str(path))
+    first = run_preloader(["run"], env)
+    assert first.returncode == 0, first.stderr
+    hub.reset()
+    again = run_preloader(["run"], env)  # locked and complete: no hub call at all
+    assert again.returncode == 0, again.stderr
+    assert hub.count() == 0
