@@ -210,7 +210,7 @@ def test_doctor_says_why_a_cache_cannot_be_written(volume, hub, where):
         reason = "permission denied for uid 65534"
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
-    assert len(checks) == 12 and checks["hub reachable"]["status"] == "ok"
+    assert len(checks) == 13 and checks["hub reachable"]["status"] == "ok"
     writable = checks["writable"]
     assert writable["status"] == "fail" and writable["detail"].startswith(f"cannot write in {volume / 'hub'}: ")
     assert reason in writable["detail"] + "; " + writable["fix"]
