@@ -294,10 +294,13 @@ def build_mirrors(root: Path, *, lfs: bool = True) -> Mirrors:
     r.checkout("main")
     r.write({"data/train.jsonl": _jsonl(rows[:6] + [{"id": 99, "text": "new", "label": 1}])})
     r.commit("more training data", 120)
-    build_signed(m, _Repo, lfs, attrs, bert_files, _card)  # localhub/signed.py: the signature tests' repos
-    from localhub.locked import add_locked_repos  # deferred: it builds on this module
+    # The repos of later features, each from its own module; deferred imports, since they build on this one.
+    from .locked import add_locked_repos
+    from .room import build_room
+    from .shapes import add_shapes
+
+    build_signed(m, _Repo, lfs, attrs, bert_files, _card)  # the signature tests' repos
     add_locked_repos(m, lfs)  # the lock file's and the pickle policy's repos
-    from .room import build_room  # the node-cache tests' models (localhub/room.py)
-    build_room(m, _Repo, attrs, lfs)
-    __import__("localhub.shapes").shapes.add_shapes(m, lfs)  # repos shaped like public ones (weights=auto)
+    build_room(m, _Repo, attrs, lfs)  # the node-cache tests' models
+    add_shapes(m, lfs)  # repos shaped like public ones (weights=auto)
     return m
