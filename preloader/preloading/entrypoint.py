@@ -22,7 +22,6 @@ from . import handoff, signals
 from .capacity import preload_within
 from .policy import before_hand_off
 from .results import PreloadResult
-from .signatures import check_results as check_signatures
 from .waiting import wait_ready
 
 logger = logging.getLogger(__name__)
@@ -68,8 +67,7 @@ def preload(settings: Settings, environ: Mapping[str, str], *, progress: bool = 
     if lock is None:
         lock = settings.warm_lock and settings.warm.kind == "page-cache"
     results = preload_within(settings, progress=progress, metrics=metrics)
-    check_signatures(settings, results)  # PRELOADER_SIGNATURE: before anything reads the weights
-    before_hand_off(settings, results)  # the lock file and the pickle policy (79): nothing starts past them
+    before_hand_off(settings, results)  # signatures (65), the lock file, the pickle policy (79): before warming
     reports = warm_results(results, settings.warm, dtype=settings.dtype, lock=lock)
     if metrics is not None and reports:
         metrics.warmed(reports)
@@ -108,8 +106,7 @@ def wait(settings: Settings, command: Sequence[str], environ: Mapping[str, str])
 def wait_for(settings: Settings) -> list[PreloadResult]:
     """Block (no network) until every requested snapshot is complete; TransientError at settings.timeout."""
     results = wait_ready(settings, timeout=settings.timeout)
-    check_signatures(settings, results)  # PRELOADER_SIGNATURE, as `preload` does
-    before_hand_off(settings, results)  # the lock file and the pickle policy (79): nothing starts past them
+    before_hand_off(settings, results)  # signatures (65), the lock file, the pickle policy (79), as `preload` does
     return results
 
 

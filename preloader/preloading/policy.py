@@ -1,7 +1,8 @@
 """The deployment's policies on what may be served, checked twice: before any download (what the hub lists,
 and bytes already in the cache) and before the hand-off (the snapshots as they are). The lock file
-(PRELOADER_LOCKFILE, `locking`) and the pickle policy (PRELOADER_PICKLE, `pickles`); both refuse with 79.
-With neither set, each check returns at once and reads nothing."""
+(PRELOADER_LOCKFILE, `locking`) and the pickle policy (PRELOADER_PICKLE, `pickles`) refuse with 79; before
+the hand-off the signature (PRELOADER_SIGNATURE, `signatures`) is checked first, and refuses with 65. With
+none set, each check returns at once and imports nothing."""
 
 from __future__ import annotations
 
@@ -39,7 +40,14 @@ def before_download(settings: Settings, layout: Layout, outcomes: Iterable) -> N
 
 
 def before_hand_off(settings: Settings, results: Iterable[PreloadResult]) -> None:
-    """Every complete snapshot, as the service would get it: the lock's commit, files and digests; no pickle."""
+    """Every complete snapshot, as the service would get it, before anything reads the weights: its signature
+    (PRELOADER_SIGNATURE, 65); the lock's commit, files and digests; no pickle (79). With none of them set it
+    returns at once, importing nothing."""
+    results = list(results)
+    if settings.signature != "off":
+        from .signatures import check_results
+
+        check_results(settings, results)
     if not active(settings):
         return
     from . import locking, pickles
