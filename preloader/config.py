@@ -14,6 +14,7 @@ it here (`DEFAULTS`), nowhere else.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -381,6 +382,9 @@ class _Loader:
                 found[name] = absolute(found[name])
                 if not found[name].is_file():
                     self.problems.append(f"{self.raw(name)[1]}={shown(str(found[name]))}: no such file")
+                elif not os.access(found[name], os.R_OK):  # found now, not after the download it would end
+                    self.problems.append(f"{self.raw(name)[1]}={shown(str(found[name]))}: not readable by uid "
+                                         f"{os.geteuid()}")
         if bool(found["signature_identity"]) != bool(found["signature_issuer"]):
             given, missing = (("signature_identity", "signature_issuer") if found["signature_identity"]
                               else ("signature_issuer", "signature_identity"))

@@ -227,3 +227,22 @@ def test_an_archive_this_user_may_not_read(volume, hub):
     assert error_line(proc) == (f"preloader: error: cannot read the archive {archive}: permission denied for uid "
                                 "65534; give this user access (chown or chmod the volume, or a shared group with "
                                 "umask 002) or run as its owner")
+
+
+def test_a_signature_key_this_user_cannot_read_is_78_before_any_download(hub):
+    """Found at the settings, not after the download it would end with a refusal."""
+    base = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        key = base / "signing.pub"
+        key.write_text("-----BEGIN PUBLIC KEY-----\n")
+        os.chmod(key, 0o600)  # root's alone
+        env = env_for(hub, base / "vol" / "hub", RUNPOD_HUGGINGFACE_MODEL=MODEL, PRELOADER_SIGNATURE="required",
+                      PRELOADER_SIGNATURE_KEY=str(key))
+        proc = as_nobody(["run", "--", "true"], env, expect=78)
+        assert proc.returncode == 78, proc.stderr
+        assert error_line(proc) == (f"preloader: error: invalid settings: PRELOADER_SIGNATURE_KEY='{key}': "
+                                    f"not readable by uid {NOBODY}")
+        assert hub.count() == 0 and not (base / "vol").exists()
+    finally:
+        shutil.rmtree(base)
